@@ -1,0 +1,22 @@
+"""Fixtures for every test in the repo: a real redis-server per test session."""
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from docflow.devstack.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
+    with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> redis.Redis:
+    """A client on a flushed database: every test starts from an empty Redis."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    return client

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything docflow needs on a fresh Debian machine, idempotently:
+# system packages (Redis, Tesseract with English and German, poppler), then one
+# virtualenv (.venv) holding every service as an editable install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(redis-server tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils prometheus)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "docflow needs these Debian packages: ${missing[*]} (run as root or install them)" >&2
+    exit 1
+  fi
+  echo "==> apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's packages start their services; docflow starts its own on its own ports.
+  systemctl disable --now redis-server prometheus >/dev/null 2>&1 || true
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/pip install --quiet --disable-pip-version-check)
+# torch first, pinned: the CPU build comes from the local wheel; any looser request
+# would pull gigabytes of CUDA wheels.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "==> installing torch (CPU)"
+  "${PIP[@]}" torch==2.13.0
+fi
+echo "==> installing docflow services (editable)"
+"${PIP[@]}" \
+  -e "shared[test]" \
+  -e "services/gateway[test]" \
+  -e "services/extractor[test]" \
+  -e "services/embedder[minilm,test]" \
+  -e "services/indexer[test]" \
+  -e cli \
+  -e devstack \
+  -r requirements-test.txt
+echo "==> docflow installed in .venv"

@@ -1,0 +1,56 @@
+"""The one Celery configuration, shared by the gateway (producer) and every worker.
+
+Each line encodes a fact from DESIGN.md: JSON only; acks late and requeue on a lost
+worker (at-least-once); no prefetch, so a busy fleet's backlog stays in the Redis
+list KEDA measures; one priority step, so `LLEN queue` is the whole backlog; a
+visibility timeout above every hard time limit.
+"""
+
+from celery import Celery
+
+from docflow.shared.names import STAGE_OF_TASK, TASK_ROUTES
+from docflow.shared.settings import Settings
+
+
+def broker_transport_options(settings: Settings) -> dict:
+    return {
+        # kombu spreads prioritised messages over extra keys (`queue\x06\x163`...);
+        # a single step keeps the backlog in the one list named after the queue.
+        "priority_steps": [0],
+        "visibility_timeout": settings.visibility_timeout,
+    }
+
+
+def create_celery_app(name: str, settings: Settings) -> Celery:
+    app = Celery(f"docflow-{name}", broker=settings.redis_url, backend=settings.redis_url)
+    annotations = {}
+    for task, stage in STAGE_OF_TASK.items():
+        soft, hard = settings.time_limits(stage)
+        annotations[task.value] = {"soft_time_limit": soft, "time_limit": hard}
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Ack (and so end) a failed or timed-out task instead of requeueing it: the
+        # failure is recorded on the document and, for transient ones, dead-lettered.
+        task_acks_on_failure_or_timeout=True,
+        worker_disable_prefetch=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=broker_transport_options(settings),
+        result_backend_transport_options=broker_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        task_routes=TASK_ROUTES,
+        task_annotations=annotations,
+        task_track_started=True,
+        result_expires=7 * 24 * 3600,
+        worker_concurrency=settings.worker_concurrency,
+        # structlog owns logging (see docflow.shared.logging).
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        # Redelivered tasks after a lost connection would otherwise run twice at once.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+    )
+    return app

@@ -1,0 +1,42 @@
+"""Error codes and the two kinds of failure every stage distinguishes.
+
+A `PermanentError` (corrupt, encrypted, empty, unsupported input) fails the document
+at once: retrying cannot help. A `TransientError` (a dependency unreachable, a
+timeout) is retried with exponential backoff and jitter, then the document fails with
+the reason and the task is dead-lettered.
+"""
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    CORRUPT_FILE = "corrupt_file"
+    ENCRYPTED_FILE = "encrypted_file"
+    EMPTY_DOCUMENT = "empty_document"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    TOO_LARGE = "too_large"
+    UNDECODABLE_TEXT = "undecodable_text"
+    TIMEOUT = "timeout"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    ARTIFACT_MISSING = "artifact_missing"
+    EMBEDDER_UNAVAILABLE = "embedder_unavailable"
+    VECTOR_STORE_UNAVAILABLE = "vector_store_unavailable"
+    OCR_UNAVAILABLE = "ocr_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+class PipelineError(Exception):
+    """An error a stage understands, with a code users can act on."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
+
+
+class PermanentError(PipelineError):
+    """The input itself is at fault: fail now, never retry."""
+
+
+class TransientError(PipelineError):
+    """Something outside the input failed: retry with backoff, then fail."""

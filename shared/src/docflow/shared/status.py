@@ -1,0 +1,229 @@
+"""Per-document status in Redis: one hash per document, one sorted set per tenant.
+
+Every stage writes here as it goes. Writes name the pipeline version they belong to
+and are applied atomically by a Lua script only while that version is current and
+the document is not yet final, so a stale or redelivered task can never move a
+document backwards (status and progress only go forward).
+"""
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import redis
+from pydantic import BaseModel, Field
+
+from docflow.shared.errors import ErrorCode
+
+
+class DocumentStatus(StrEnum):
+    QUEUED = "queued"
+    EXTRACTING = "extracting"
+    EMBEDDING = "embedding"
+    INDEXING = "indexing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset({DocumentStatus.COMPLETED, DocumentStatus.FAILED, DocumentStatus.CANCELLED})
+# Forward order of the live statuses; the Lua script refuses to move backwards.
+_RANK = {s.value: i for i, s in enumerate(DocumentStatus)}
+
+
+class DocumentError(BaseModel):
+    code: ErrorCode
+    message: str
+    stage: str | None = None
+
+
+class DocumentRecord(BaseModel):
+    document_id: str
+    tenant: str
+    version: int = 1
+    status: DocumentStatus = DocumentStatus.QUEUED
+    progress: int = Field(default=0, ge=0, le=100)
+    filename: str
+    content_type: str
+    size_bytes: int
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    pages: int | None = None
+    chunks: int | None = None
+    vectors: int | None = None
+    stage: str | None = None
+    attempts: int = 0
+    error: DocumentError | None = None
+    task_id: str | None = None
+    original_key: str
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# KEYS[1] = document hash.  ARGV: version, now, status ('' = keep), progress ('' = keep),
+# then field/value pairs to set.  Returns 1 if applied, 0 if stale/final/backwards.
+_UPDATE_LUA = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current or current ~= ARGV[1] then return 0 end
+local rank = cjson.decode(ARGV[5])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if ARGV[3] ~= '' then
+  if rank[ARGV[3]] < rank[status] then return 0 end
+  redis.call('HSET', KEYS[1], 'status', ARGV[3])
+end
+if ARGV[4] ~= '' then
+  local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
+  if tonumber(ARGV[4]) > old then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
+end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+return 1
+"""
+
+# Counts one more run of a stage: attempts restart at 1 when the stage changes.
+# KEYS[1] = hash; ARGV: version, stage.  Returns the attempt number, 0 if stale/final.
+_ATTEMPT_LUA = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current or current ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if redis.call('HGET', KEYS[1], 'stage') ~= ARGV[2] then
+  redis.call('HSET', KEYS[1], 'stage', ARGV[2], 'attempts', 0)
+end
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+"""
+
+_JSON_FIELDS = ("metadata", "error")
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None:
+        return ""
+    return str(value)
+
+
+class StatusStore:
+    def __init__(self, client: redis.Redis, prefix: str = "docflow:") -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._update = client.register_script(_UPDATE_LUA)
+        self._attempt = client.register_script(_ATTEMPT_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "docflow:") -> "StatusStore":
+        return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
+
+    def _doc_key(self, document_id: str) -> str:
+        return f"{self.prefix}doc:{document_id}"
+
+    def _tenant_key(self, tenant: str) -> str:
+        return f"{self.prefix}tenant:{tenant}:documents"
+
+    # --- reads -----------------------------------------------------------------
+    def get(self, document_id: str) -> DocumentRecord | None:
+        raw = self.redis.hgetall(self._doc_key(document_id))
+        return self._decode(raw) if raw else None
+
+    def get_for_tenant(self, document_id: str, tenant: str) -> DocumentRecord | None:
+        """The record, or None when it does not exist *or belongs to another tenant*."""
+        record = self.get(document_id)
+        return record if record and record.tenant == tenant else None
+
+    def list(self, tenant: str, status: DocumentStatus | None = None, limit: int = 20,
+             offset: int = 0) -> tuple[list[DocumentRecord], int]:
+        """The tenant's documents newest first, and how many match in all."""
+        ids = self.redis.zrevrange(self._tenant_key(tenant), 0, -1)
+        if status is None:
+            total, page_ids = len(ids), ids[offset:offset + limit]
+            return self._many(page_ids), total
+        pipe = self.redis.pipeline()
+        for document_id in ids:
+            pipe.hget(self._doc_key(document_id), "status")
+        matching = [d for d, s in zip(ids, pipe.execute()) if s == status.value]
+        return self._many(matching[offset:offset + limit]), len(matching)
+
+    def _many(self, ids: list[str]) -> list[DocumentRecord]:
+        pipe = self.redis.pipeline()
+        for document_id in ids:
+            pipe.hgetall(self._doc_key(document_id))
+        return [self._decode(raw) for raw in pipe.execute() if raw]
+
+    @staticmethod
+    def _decode(raw: dict[str, str]) -> DocumentRecord:
+        data: dict[str, Any] = {k: v for k, v in raw.items() if v != ""}
+        for name in _JSON_FIELDS:
+            if name in data:
+                data[name] = json.loads(data[name])
+        return DocumentRecord.model_validate(data)
+
+    # --- writes by the gateway ---------------------------------------------------
+    def create(self, record: DocumentRecord) -> None:
+        fields = {k: _encode(v) for k, v in record.model_dump().items()}
+        fields["metadata"] = json.dumps(record.metadata)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self._doc_key(record.document_id), mapping=fields)
+        pipe.zadd(self._tenant_key(record.tenant), {record.document_id: record.created_at.timestamp()})
+        pipe.execute()
+
+    def restart(self, document_id: str, task_id: str) -> int:
+        """Start a new pipeline version (reprocess): counts, error and progress reset."""
+        key = self._doc_key(document_id)
+        version = self.redis.hincrby(key, "version", 1)
+        self.redis.hset(key, mapping={
+            "status": DocumentStatus.QUEUED.value, "progress": "0", "pages": "", "chunks": "",
+            "vectors": "", "stage": "", "attempts": "0", "error": "", "task_id": task_id,
+            "completed_at": "", "updated_at": utcnow().isoformat(),
+        })
+        return version
+
+    def cancel(self, document_id: str) -> bool:
+        record = self.get(document_id)
+        if record is None or record.status in FINAL_STATUSES:
+            return False
+        return self.update(document_id, record.version, status=DocumentStatus.CANCELLED)
+
+    def delete(self, document_id: str, tenant: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self._doc_key(document_id))
+        pipe.zrem(self._tenant_key(tenant), document_id)
+        pipe.execute()
+
+    # --- writes by the stages ------------------------------------------------------
+    def begin_attempt(self, document_id: str, version: int, stage: str) -> int:
+        """Count a run of `stage`; 0 means the run is stale (deleted, reprocessed, final)."""
+        return int(self._attempt(keys=[self._doc_key(document_id)], args=[version, stage]))
+
+    def is_current(self, document_id: str, version: int) -> bool:
+        current, status = self.redis.hmget(self._doc_key(document_id), "version", "status")
+        return current == str(version) and status not in FINAL_STATUSES
+
+    def update(self, document_id: str, version: int, status: DocumentStatus | None = None,
+               progress: int | None = None, **fields: Any) -> bool:
+        """Apply a change if `version` is current and the document not final."""
+        args: list[str] = [str(version), utcnow().isoformat(),
+                           status.value if status else "",
+                           "" if progress is None else str(max(0, min(100, int(progress)))),
+                           json.dumps(_RANK)]
+        for name, value in fields.items():
+            args += [name, _encode(value)]
+        return bool(self._update(keys=[self._doc_key(document_id)], args=args))
+
+    def complete(self, document_id: str, version: int, **fields: Any) -> bool:
+        return self.update(document_id, version, DocumentStatus.COMPLETED, 100,
+                           completed_at=utcnow(), **fields)
+
+    def fail(self, document_id: str, version: int, error: DocumentError) -> bool:
+        return self.update(document_id, version, DocumentStatus.FAILED, error=error,
+                           completed_at=utcnow())

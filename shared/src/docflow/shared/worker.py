@@ -1,0 +1,42 @@
+"""Building a stage's Celery worker app: logging, context binding, per-process setup."""
+
+from collections.abc import Callable
+
+import structlog
+from celery import Celery, signals
+
+from docflow.shared.celery_app import create_celery_app
+from docflow.shared.logging import configure_logging
+from docflow.shared.names import SERVICE_OF_STAGE, Stage
+from docflow.shared.settings import get_settings
+
+
+def create_worker_app(stage: Stage, include: list[str],
+                      on_process_start: Callable[[], None] | None = None) -> Celery:
+    """The Celery app of one stage's worker.
+
+    `on_process_start` runs in every pool process after fork: models and vector-store
+    connections must be opened there, never in the parent (forking a multithreaded
+    runtime deadlocks its children).
+    """
+    settings = get_settings()
+    configure_logging(SERVICE_OF_STAGE[stage], settings.log_level)
+    app = create_celery_app(SERVICE_OF_STAGE[stage], settings)
+    app.conf.include = include
+
+    @signals.setup_logging.connect(weak=False)
+    def _keep_our_logging(**_kwargs) -> None:
+        """Connected so Celery does not replace the structlog configuration."""
+
+    @signals.task_prerun.connect(weak=False)
+    def _bind_task(task_id=None, task=None, **_kwargs) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(task_id=task_id, task_name=task.name if task else None)
+
+    @signals.task_postrun.connect(weak=False)
+    def _unbind_task(**_kwargs) -> None:
+        structlog.contextvars.clear_contextvars()
+
+    if on_process_start is not None:
+        signals.worker_process_init.connect(lambda **_: on_process_start(), weak=False)
+    return app
