@@ -6,6 +6,8 @@ the document is not yet final, so a stale or redelivered task can never move a
 document backwards (status and progress only go forward).
 """
 
+from __future__ import annotations
+
 import json
 from datetime import UTC, datetime
 from enum import StrEnum

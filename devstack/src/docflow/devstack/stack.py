@@ -1,0 +1,137 @@
+"""The local stack: redis-server, one Celery worker per stage, and the gateway.
+
+`make run` starts it in the foreground; the end-to-end tests start the very same
+stack, so what the tests prove is what a user runs.
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from celery import Celery
+
+from docflow.devstack.processes import Process, free_port, wait_until
+from docflow.devstack.redis_server import RedisServer
+from docflow.shared.celery_app import create_celery_app
+from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage
+from docflow.shared.settings import Settings
+
+DEV_API_KEYS = "dev-key=dev"
+
+
+def worker_argv(stage: Stage, concurrency: int = 1, node: str | None = None) -> list[str]:
+    """The command that runs one stage's worker on that stage's queue only."""
+    service = SERVICE_OF_STAGE[stage]
+    return [
+        sys.executable, "-m", "celery", "-A", f"docflow.{service}.worker", "worker",
+        "-Q", QUEUE_OF_STAGE[stage].value, "-n", node or f"{service}@%h",
+        "--concurrency", str(concurrency), "--loglevel", "INFO",
+        # Gossip and mingle sync state between workers at start-up; a stage's workers
+        # share nothing that needs it, and skipping it makes start-up seconds faster.
+        "--without-gossip", "--without-mingle",
+    ]
+
+
+@dataclass
+class LocalStack:
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    gateway_port: int | None = None
+    redis_url: str | None = None
+    redis: RedisServer | None = None
+    workers: dict[Stage, Process] = field(default_factory=dict)
+    gateway: Process | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.logs_dir = self.data_dir / "logs"
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.gateway_port = self.gateway_port or int(self.env.get("DOCFLOW_GATEWAY_PORT", 0)) or free_port()
+
+    # --- configuration ---------------------------------------------------------------
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def process_env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "DOCFLOW_STORAGE_PATH": str(self.data_dir / "storage"),
+            "DOCFLOW_LANCEDB_URI": str(self.data_dir / "lancedb"),
+            "DOCFLOW_API_KEYS": DEV_API_KEYS,
+            # The bundled model must never reach for the network.
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        env["DOCFLOW_GATEWAY_PORT"] = str(self.gateway_port)
+        if self.redis_url:
+            env["DOCFLOW_REDIS_URL"] = self.redis_url
+        return env
+
+    def settings(self) -> Settings:
+        env = self.process_env()
+        prefixed = {k[len("DOCFLOW_"):].lower(): v for k, v in env.items() if k.startswith("DOCFLOW_")}
+        return Settings(**prefixed)
+
+    def celery(self) -> Celery:
+        """A producer/control client of the stack's broker (for readiness and tests)."""
+        return create_celery_app("devstack", self.settings())
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "LocalStack":
+        try:
+            if not self.redis_url:
+                self.redis = RedisServer(self.data_dir / "redis").start()
+                self.redis_url = self.redis.url
+            for stage in Stage:
+                self.start_worker(stage)
+            self.start_gateway()
+            for stage in Stage:
+                self.wait_for_worker(stage)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_worker(self, stage: Stage, concurrency: int = 1) -> Process:
+        service = SERVICE_OF_STAGE[stage]
+        process = Process(service, worker_argv(stage, concurrency), self.process_env(),
+                          self.logs_dir / f"{service}.log").start()
+        self.workers[stage] = process
+        return process
+
+    def wait_for_worker(self, stage: Stage, timeout: float = 120) -> None:
+        """Until the stage's worker answers a broadcast ping (it consumes its queue)."""
+        service = SERVICE_OF_STAGE[stage]
+        app = self.celery()
+        try:
+            wait_until(lambda: any(
+                name.startswith(f"{service}@") for reply in app.control.ping(timeout=1.0) for name in reply
+            ), timeout, f"{service} worker", self.workers[stage].popen)
+        finally:
+            app.close()
+
+    def start_gateway(self) -> Process:
+        self.gateway = Process("gateway", [sys.executable, "-m", "docflow.gateway"],
+                               self.process_env(), self.logs_dir / "gateway.log").start()
+        wait_until(lambda: httpx.get(f"{self.gateway_url}/healthz", timeout=1).status_code == 200,
+                   60, "gateway", self.gateway.popen)
+        return self.gateway
+
+    def stop(self) -> None:
+        if self.gateway:
+            self.gateway.stop()
+        for process in self.workers.values():
+            process.stop()
+        if self.redis:
+            self.redis.stop()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
