@@ -93,8 +93,11 @@ class Settings(BaseSettings):
     retry_backoff_max: int = 600
     worker_concurrency: int = Field(default=1, gt=0)
 
-    # --- Logging --------------------------------------------------------------------
+    # --- Observability ----------------------------------------------------------------
     log_level: str = "INFO"
+    # Workers serve Prometheus metrics on this port (the gateway serves /metrics on
+    # its own HTTP port).
+    metrics_port: int = Field(default=9100, gt=0, lt=65536)
 
     @field_validator("chunk_overlap_tokens")
     @classmethod

@@ -1,1 +1,1 @@
-"""docflow indexer service."""
+"""docflow indexer service: writes a document's vectors to LanceDB or Pinecone and serves search."""
