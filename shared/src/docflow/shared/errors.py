@@ -33,6 +33,11 @@ class PipelineError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self):
+        # Celery pickles a task's exception to hand it to on_failure; without this the
+        # (code, message) signature cannot be rebuilt and Celery substitutes a wrapper.
+        return (type(self), (self.code, self.message))
+
 
 class PermanentError(PipelineError):
     """The input itself is at fault: fail now, never retry."""

@@ -49,6 +49,9 @@ class DocflowTask(Task):
     autoretry_for = (TransientError, SoftTimeLimitExceeded)
     retry_backoff = 2
     retry_jitter = True
+    # Query tasks set this False: replaying a search after its caller is gone
+    # computes an answer nobody reads.
+    dead_letter_on_failure = True
 
     @property
     def stage(self) -> Stage:
@@ -82,10 +85,15 @@ class DocflowTask(Task):
     def dead_letters(self) -> DeadLetterStore:
         return DeadLetterStore(self.redis, self.settings.redis_key_prefix)
 
+    def reset_resources(self) -> None:
+        """Forget the per-process resources (tests change settings between runs)."""
+        for name in ("settings", "redis", "storage", "status", "dead_letters"):
+            self.__dict__.pop(name, None)
+
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         code, message, replayable = classify(exc)
         log.error("task failed", error_code=code.value, error=message, task_id=task_id)
-        if replayable:
+        if replayable and self.dead_letter_on_failure:
             document = _message_or_none(args)
             self.dead_letters.add(
                 task_name=self.name, task_id=task_id, queue=QUEUE_OF_STAGE[self.stage].value,

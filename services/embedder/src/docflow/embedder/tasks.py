@@ -1,0 +1,65 @@
+"""The embed stage's tasks: a document's chunks to a matrix in storage, and a query to a vector."""
+
+import json
+from typing import Any
+
+import numpy as np
+import structlog
+from celery.exceptions import Ignore
+
+from docflow.embedder.loaded_provider import get_provider
+from docflow.embedder.matrix_io import matrix_to_npy
+from docflow.embedder.worker import app
+from docflow.shared.errors import ErrorCode, PermanentError
+from docflow.shared.messages import Chunk, PipelineMessage
+from docflow.shared.names import Task
+from docflow.shared.stage_task import DocflowTask, StageTask
+
+log = structlog.get_logger(__name__)
+
+EMBEDDINGS_ARTIFACT = "embeddings.npy"
+
+
+def read_chunk_texts(data: bytes) -> list[str]:
+    """Texts of the extractor's chunks.json, in file order (row i of the matrix = entry i)."""
+    return [Chunk.model_validate(item).text for item in json.loads(data)]
+
+
+@app.task(base=StageTask, name=Task.EMBED.value, bind=True)
+def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
+    msg = self.begin(message)
+    if msg.chunks_key is None:
+        raise PermanentError(ErrorCode.ARTIFACT_MISSING, "the message names no chunks to embed")
+    texts = read_chunk_texts(self.storage.get(msg.chunks_key))
+    if not texts:
+        raise PermanentError(ErrorCode.EMPTY_DOCUMENT, "the document has no chunks to embed")
+
+    provider = get_provider()
+    batch_size = self.settings.embedding_batch_size
+    batches: list[np.ndarray] = []
+    for start in range(0, len(texts), batch_size):
+        batches.append(provider.embed(texts[start:start + batch_size]))
+        done = min(start + batch_size, len(texts))
+        self.report(msg, done, len(texts))
+        _stop_if_superseded(self, msg)
+
+    key = msg.key(EMBEDDINGS_ARTIFACT)
+    matrix = np.vstack(batches)
+    self.storage.put(key, matrix_to_npy(matrix))
+    log.info("document embedded", chunks=len(texts), dimensions=matrix.shape[1], provider=provider.name)
+    return msg.model_copy(update={"embeddings_key": key}).model_dump()
+
+
+def _stop_if_superseded(task: StageTask, msg: PipelineMessage) -> None:
+    """A long document may be cancelled, deleted or reprocessed meanwhile: stop paying for it."""
+    if not task.status.is_current(msg.document_id, msg.version):
+        log.info("stopping: document cancelled, deleted or reprocessed while embedding")
+        raise Ignore()
+
+
+# A user is waiting on a search: no retries and no dead letter; the gateway reports
+# the failure at once.
+@app.task(base=DocflowTask, name=Task.EMBED_QUERY.value, bind=True, autoretry_for=(),
+          dead_letter_on_failure=False)
+def embed_query(self: DocflowTask, query: str) -> list[float]:
+    return get_provider().embed([query])[0].tolist()

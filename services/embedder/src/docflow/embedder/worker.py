@@ -1,0 +1,12 @@
+"""The embedder's Celery worker: `celery -A docflow.embedder.worker worker -Q docflow.embed`.
+
+Importing this module must stay cheap and must not import torch: Celery imports it
+in the parent process, which then forks the pool. The model is loaded in each pool
+process by `load_provider` (worker_process_init), or on first use otherwise.
+"""
+
+from docflow.embedder.loaded_provider import load_provider
+from docflow.shared.names import Stage
+from docflow.shared.worker import create_worker_app
+
+app = create_worker_app(Stage.EMBED, include=["docflow.embedder.tasks"], on_process_start=load_provider)

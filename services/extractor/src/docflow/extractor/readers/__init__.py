@@ -1,0 +1,41 @@
+"""From an original's bytes to its pages' text: one reader per format.
+
+The extractor dispatches on the content type the gateway sniffed from the file's
+bytes and recorded on the message, never on the file name.
+"""
+
+from collections.abc import Callable
+
+from docflow.extractor.pages import PageText, Progress
+from docflow.extractor.readers.image import read_image
+from docflow.extractor.readers.pdf import read_pdf
+from docflow.extractor.readers.plain_text import read_text
+from docflow.extractor.readers.word import read_docx
+from docflow.shared.content_types import ContentType
+from docflow.shared.errors import ErrorCode, PermanentError
+from docflow.shared.settings import Settings
+
+Reader = Callable[[bytes, Settings, Progress], list[PageText]]
+
+READERS: dict[ContentType, Reader] = {
+    ContentType.PDF: read_pdf,
+    ContentType.DOCX: read_docx,
+    ContentType.PNG: read_image,
+    ContentType.JPEG: read_image,
+    ContentType.TIFF: read_image,
+    ContentType.TEXT: read_text,
+    ContentType.MARKDOWN: read_text,
+}
+
+
+def read_document(content_type: str, data: bytes, settings: Settings,
+                  progress: Progress) -> list[PageText]:
+    """The pages of a document; raises `PermanentError` for anything it cannot read."""
+    reader = READERS.get(content_type)  # a StrEnum key matches its plain string
+    if reader is None:
+        raise PermanentError(ErrorCode.UNSUPPORTED_TYPE, f"no reader for content type {content_type!r}")
+    pages = reader(data, settings, progress)
+    if not any(page.text.strip() for page in pages):
+        raise PermanentError(ErrorCode.EMPTY_DOCUMENT,
+                             "the document contains no text, and OCR found none in its images")
+    return pages

@@ -1,0 +1,92 @@
+"""PDF: the text layer of each page, OCR of the page's images where it has none.
+
+pypdf has had decompression-bomb and infinite-loop CVEs, so its version is pinned
+recent and its default limits (pypdf.Configuration) are kept; hitting one raises
+`LimitReachedError`, which we report as `too_large`. Every task also runs under a
+time limit.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import BytesIO
+
+import structlog
+from pypdf import PageObject, PasswordType, PdfReader
+from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
+
+from docflow.extractor.failures import NOT_THE_INPUTS_FAULT
+from docflow.extractor.ocr import ocr_image
+from docflow.extractor.pages import PageText, Progress
+from docflow.shared.errors import ErrorCode, PermanentError
+from docflow.shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# A missing optional decoder (jbig2dec, brotli, cryptography) is the worker image's
+# fault: left uncaught it fails the task as `internal_error` and is dead-lettered, so
+# the document can be replayed once the image is fixed.
+_NOT_THE_PDFS_FAULT = (*NOT_THE_INPUTS_FAULT, DependencyError)
+
+
+def read_pdf(data: bytes, settings: Settings, progress: Progress) -> list[PageText]:
+    with _pdf_errors():
+        reader = PdfReader(BytesIO(data))  # lenient (strict=False): real PDFs are often slightly broken
+        _decrypt_with_empty_password(reader)
+        total = len(reader.pages)
+    if total > settings.max_pdf_pages:
+        raise PermanentError(ErrorCode.TOO_LARGE,
+                             f"the PDF has {total} pages; the limit is {settings.max_pdf_pages}")
+    pages = []
+    for number in range(1, total + 1):
+        with _pdf_errors():
+            text = _page_text(reader.pages[number - 1], settings.ocr_languages)
+        pages.append(PageText(page=number, text=text))
+        progress(number, total)
+    return pages
+
+
+def _decrypt_with_empty_password(reader: PdfReader) -> None:
+    """Many PDFs are encrypted only to restrict printing or editing, with an empty
+    user password; those open. Anything needing a real password cannot be read."""
+    if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+        raise PermanentError(ErrorCode.ENCRYPTED_FILE, "the PDF is protected by a password")
+
+
+def _page_text(page: PageObject, ocr_languages: str) -> str:
+    text = page.extract_text() or ""
+    if text.strip():
+        return text
+    # No text layer: most likely a scan, whose text is in its images.
+    return _ocr_embedded_images(page, ocr_languages)
+
+
+def _ocr_embedded_images(page: PageObject, languages: str) -> str:
+    texts = []
+    for name in page.images.keys():
+        try:
+            picture = page.images[name].image
+        except (*_NOT_THE_PDFS_FAULT, LimitReachedError):
+            raise
+        except Exception as exc:
+            # One undecodable picture (a broken logo) must not fail an otherwise readable file.
+            log.warning("skipping a PDF image that cannot be decoded", image=str(name), error=str(exc))
+            continue
+        if picture is not None:
+            texts.append(ocr_image(picture, languages).strip())
+    return "\n\n".join(text for text in texts if text)
+
+
+@contextmanager
+def _pdf_errors() -> Iterator[None]:
+    """Turn whatever pypdf raises on a bad file into a `PermanentError` with a code."""
+    try:
+        yield
+    except _NOT_THE_PDFS_FAULT:
+        raise
+    except FileNotDecryptedError as exc:
+        raise PermanentError(ErrorCode.ENCRYPTED_FILE, f"the PDF cannot be decrypted: {exc}") from exc
+    except LimitReachedError as exc:
+        raise PermanentError(ErrorCode.TOO_LARGE, f"the PDF exceeds a pypdf safety limit: {exc}") from exc
+    except Exception as exc:
+        raise PermanentError(ErrorCode.CORRUPT_FILE,
+                             f"the PDF cannot be read: {type(exc).__name__}: {exc}") from exc
