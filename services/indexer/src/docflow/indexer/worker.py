@@ -1,0 +1,52 @@
+"""The indexer's Celery worker: `celery -A docflow.indexer.worker worker -Q docflow.index`.
+
+The vector store is opened once per worker process, after fork (`worker_process_init`),
+never in the prefork parent: a LanceDB connection opened in the parent hung its
+children forever (DESIGN.md). Code that runs outside a worker (tests, a solo pool
+before the signal) opens it lazily on first use instead.
+"""
+
+import os
+
+import structlog
+
+from docflow.indexer.store import VectorStore, open_vector_store
+from docflow.shared.names import Stage
+from docflow.shared.settings import get_settings
+from docflow.shared.worker import create_worker_app
+
+log = structlog.get_logger(__name__)
+
+_store: VectorStore | None = None
+
+
+def get_store() -> VectorStore:
+    """This process's vector store, opened on first use."""
+    global _store
+    if _store is None:
+        settings = get_settings()
+        _store = open_vector_store(settings)
+        log.info("vector store opened", backend=settings.vector_store, pid=os.getpid())
+    return _store
+
+
+def reset_store() -> None:
+    """Forget this process's store (tests change settings between cases)."""
+    global _store
+    _store = None
+
+
+def open_store() -> None:
+    """Open the store as a pool process starts, so the first task does not pay for it.
+
+    A failure here must not kill the process (the pool would restart it in a loop):
+    it is logged, and the first task opens the store again, where an unreachable
+    store is a TransientError that the task retries with backoff.
+    """
+    try:
+        get_store()
+    except Exception as exc:
+        log.warning("vector store not opened at process start; will retry on first task", error=str(exc))
+
+
+app = create_worker_app(Stage.INDEX, include=["docflow.indexer.tasks"], on_process_start=open_store)

@@ -1,0 +1,410 @@
+"""The Pinecone backend, through the real `pinecone` client, against a local double.
+
+`PineconeDouble` is a stand-in for Pinecone's data plane: Pinecone's service cannot
+be reached from here, so this stands in for its data plane. It answers the REST
+calls the installed `pinecone` 10.x client makes (POST /vectors/upsert, POST /query,
+POST /vectors/delete, GET /vectors/list, POST /describe_index_stats), checks the
+API-version and Api-Key headers the client sends, enforces Pinecone's documented
+limits (≤ 1000 vectors and ≤ 2 MB per upsert, ≤ 40 KB metadata per vector, ≤ 1000
+ids per delete, no delete by filter on serverless, list pages ≤ 100) and records
+every request's size, so tests can prove the backend respects them.
+"""
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pinecone import Pinecone, PineconeError
+
+from docflow.indexer import pinecone_store
+from docflow.indexer.pinecone_store import (
+    MAX_METADATA_BYTES,
+    MAX_UPSERT_REQUEST_BYTES,
+    PineconeStore,
+    fit_metadata,
+    metadata_size,
+    json_size,
+    upsert_batches,
+)
+from docflow.indexer.store import VectorRecord, open_vector_store
+from docflow.shared.errors import ErrorCode, TransientError
+from docflow.shared.messages import Chunk
+from docflow.shared.settings import Settings
+
+API_VERSION = "2026-07"  # what pinecone 10.2 sends as X-Pinecone-Api-Version
+API_KEY = "test-key"
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    body_bytes: int
+    body: dict
+
+
+class PineconeDouble:
+    """Pinecone's service cannot be reached from here, so this stands in for its data plane."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self.app = self._build_app()
+
+    def reset(self, dimension: int = 8) -> None:
+        """Empty the index; like a real index it holds vectors of one dimension."""
+        self.dimension = dimension
+        self.namespaces: dict[str, dict[str, dict]] = defaultdict(dict)
+        self.requests: list[RecordedRequest] = []
+        self.failures: list[int] = []  # statuses to answer the next requests with
+        # Serverless listing is eventually consistent; while `listing_lags`, new upserts
+        # stay out of list results, as they would for a few seconds on Pinecone.
+        self.listing_lags = False
+        self.unlisted: set[str] = set()
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == path]
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI()
+
+        def error(status: int, message: str) -> JSONResponse:
+            return JSONResponse({"code": status, "message": message}, status_code=status)
+
+        @app.middleware("http")
+        async def check_and_record(request: Request, call_next):
+            if request.headers.get("api-key") != API_KEY:
+                return error(401, "Invalid API Key")
+            if request.headers.get("x-pinecone-api-version") != API_VERSION:
+                return error(400, "unsupported API version")
+            body = await request.body()
+            recorded = RecordedRequest(request.url.path, len(body), json.loads(body) if body else {})
+            self.requests.append(recorded)
+            if self.failures:
+                return error(self.failures.pop(0), "injected failure")
+            return await call_next(request)
+
+        @app.post("/vectors/upsert")
+        async def upsert(request: Request):
+            body = await request.body()
+            if len(body) > 2 * 1000 * 1000:
+                return error(400, f"request size {len(body)} exceeds the maximum of 2MB")
+            payload = json.loads(body)
+            vectors = payload["vectors"]
+            if len(vectors) > 1000:
+                return error(400, "at most 1000 vectors per upsert")
+            for vector in vectors:
+                if len(vector["values"]) != self.dimension:
+                    return error(400, f"dimension {len(vector['values'])} does not match {self.dimension}")
+                metadata = vector.get("metadata") or {}
+                if len(json.dumps(metadata, ensure_ascii=False).encode()) > 40 * 1000:
+                    return error(400, f"metadata of {vector['id']} exceeds 40KB")
+                if any(value is None for value in metadata.values()):
+                    return error(400, "metadata values cannot be null")
+            space = self.namespaces[payload.get("namespace", "")]
+            for vector in vectors:
+                space[vector["id"]] = {"values": vector["values"], "metadata": vector.get("metadata")}
+                if self.listing_lags:
+                    self.unlisted.add(vector["id"])
+            return {"upsertedCount": len(vectors)}
+
+        @app.post("/query")
+        async def query(request: Request):
+            payload = await request.json()
+            space = self.namespaces.get(payload.get("namespace", ""), {})
+            query_vector = np.array(payload["vector"], dtype=np.float64)
+            scored = []
+            for id_, stored in space.items():
+                values = np.array(stored["values"], dtype=np.float64)
+                norms = np.linalg.norm(values) * np.linalg.norm(query_vector)
+                cosine = float(values @ query_vector / norms)
+                match = {"id": id_, "score": cosine}
+                if payload.get("includeMetadata"):
+                    # Pinecone keeps every number as a float.
+                    match["metadata"] = {k: float(v) if isinstance(v, int) else v
+                                         for k, v in (stored["metadata"] or {}).items()}
+                scored.append(match)
+            scored.sort(key=lambda m: m["score"], reverse=True)
+            return {"matches": scored[:payload["topK"]], "namespace": payload.get("namespace", "")}
+
+        @app.post("/vectors/delete")
+        async def delete(request: Request):
+            payload = await request.json()
+            if "filter" in payload:
+                return error(400, "Serverless and Starter indexes do not support "
+                                  "deleting with metadata filtering")
+            ids = payload.get("ids", [])
+            if len(ids) > 1000:
+                return error(400, "at most 1000 ids per delete")
+            space = self.namespaces.get(payload.get("namespace", ""), {})
+            for id_ in ids:
+                space.pop(id_, None)
+            return {}
+
+        @app.get("/vectors/list")
+        async def list_ids(namespace: str = "", prefix: str = "", limit: int = 100,
+                           paginationToken: str | None = None):  # noqa: N803 (the API's name)
+            if limit > 100:
+                return error(400, "limit must be at most 100")
+            ids = sorted(id_ for id_ in self.namespaces.get(namespace, {})
+                         if id_.startswith(prefix) and id_ not in self.unlisted)
+            start = int(base64.b64decode(paginationToken)) if paginationToken else 0
+            page = ids[start:start + limit]
+            response = {"vectors": [{"id": id_} for id_ in page], "namespace": namespace,
+                        "usage": {"readUnits": 1}}
+            if start + limit < len(ids):
+                response["pagination"] = {"next": base64.b64encode(str(start + limit).encode()).decode()}
+            return response
+
+        @app.post("/describe_index_stats")
+        async def describe_index_stats():
+            counts = {name: {"vectorCount": len(space)} for name, space in self.namespaces.items() if space}
+            return {"namespaces": counts, "dimension": self.dimension, "indexFullness": 0.0,
+                    "totalVectorCount": sum(c["vectorCount"] for c in counts.values())}
+
+        return app
+
+
+@pytest.fixture(scope="module")
+def double_server():
+    """The double served by uvicorn on a free port of 127.0.0.1, in a thread."""
+    double = PineconeDouble()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(double.app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the Pinecone double did not start"
+        time.sleep(0.02)
+    yield double, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture
+def double(double_server) -> PineconeDouble:
+    double, _ = double_server
+    double.reset()
+    return double
+
+
+@pytest.fixture
+def host(double_server) -> str:
+    return double_server[1]
+
+
+@pytest.fixture(autouse=True)
+def no_sdk_retry_sleep(monkeypatch):
+    """The SDK sleeps between its own retries; the tests need not wait for them."""
+    from pinecone._internal import http_client
+
+    monkeypatch.setattr(http_client, "_retry_sleep", lambda _seconds: None)
+
+
+def make_store(host: str, batch_size: int = 1000) -> PineconeStore:
+    return PineconeStore(Pinecone(api_key=API_KEY).index(host=host), batch_size)
+
+
+def records(document_id: str, version: int, count: int, dimension: int = 8, text: str = "chunk",
+            seed: int = 0) -> list[VectorRecord]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(count, dimension)).astype(np.float32)
+    return [VectorRecord.for_chunk(document_id, version,
+                                   Chunk(index=i, text=f"{text} {i}", page=i % 3 or None), vectors[i])
+            for i in range(count)]
+
+
+def test_upsert_count_and_search_round_trip(double, host):
+    store = make_store(host)
+    written = records("doc1", 1, 5)
+    assert store.upsert("acme", written) == 5
+    assert store.count("acme", "doc1") == 5
+
+    hits = store.search("acme", written[3].vector.tolist(), 3)
+    assert len(hits) == 3
+    best = hits[0]
+    assert (best.document_id, best.chunk_index, best.text, best.page) == ("doc1", 3, "chunk 3", None)
+    assert isinstance(best.chunk_index, int)
+    assert best.score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    assert hits[1].page in (1, 2, None)
+
+
+def test_namespaces_isolate_tenants(double, host):
+    store = make_store(host)
+    store.upsert("acme", records("doc1", 1, 3))
+    assert set(double.namespaces) == {"acme"}
+    assert store.search("globex", records("q", 1, 1)[0].vector.tolist(), 10) == []
+    assert store.count("globex", "doc1") == 0
+
+    store.upsert("globex", records("doc1", 1, 2, seed=1))
+    assert store.delete_document("globex", "doc1") == 2
+    assert store.count("acme", "doc1") == 3
+    assert all(r.body.get("namespace") in ("acme", "globex") for r in double.requests_to("/vectors/upsert"))
+
+
+def test_reupserting_deterministic_ids_overwrites(double, host):
+    store = make_store(host)
+    store.upsert("acme", records("doc1", 1, 4, text="old"))
+    store.upsert("acme", records("doc1", 1, 4, text="new"))
+    assert store.count("acme", "doc1") == 4
+    assert len(double.namespaces["acme"]) == 4
+    stored_texts = {v["metadata"]["text"] for v in double.namespaces["acme"].values()}
+    assert stored_texts == {f"new {i}" for i in range(4)}
+
+
+def test_upserts_carry_at_most_1000_vectors(double, host):
+    store = make_store(host, batch_size=5000)  # clamped to Pinecone's limit
+    store.upsert("acme", records("doc1", 1, 2500))
+    sizes = [len(r.body["vectors"]) for r in double.requests_to("/vectors/upsert")]
+    assert sizes == [1000, 1000, 500]
+    assert store.count("acme", "doc1") == 2500
+
+
+def test_upserts_honour_the_configured_batch_size(double, host):
+    make_store(host, batch_size=300).upsert("acme", records("doc1", 1, 700))
+    assert [len(r.body["vectors"]) for r in double.requests_to("/vectors/upsert")] == [300, 300, 100]
+
+
+def test_upserts_stay_under_2_mb_per_request(double, host):
+    double.reset(dimension=1536)
+    store = make_store(host)
+    store.upsert("acme", records("doc1", 1, 300, dimension=1536, text="x" * 4000))
+    upserts = double.requests_to("/vectors/upsert")
+    assert len(upserts) > 1, "300 wide vectors must not fit one 2 MB request"
+    assert max(r.body_bytes for r in upserts) <= MAX_UPSERT_REQUEST_BYTES
+    assert sum(len(r.body["vectors"]) for r in upserts) == 300
+    assert store.count("acme", "doc1") == 300
+
+
+def test_size_estimate_is_never_below_what_the_client_sends(double, host):
+    # Tiny floats are where JSON encoders differ most (`1e-05` vs `0.00001`).
+    vectors = np.random.default_rng(5).normal(scale=1e-4, size=(50, 8)).astype(np.float32)
+    chunk_text = 'naïve “quotes” "escaped"\n'
+    written = [VectorRecord.for_chunk("doc1", 1, Chunk(index=i, text=chunk_text), vectors[i])
+               for i in range(50)]
+    estimate = sum(json_size(pinecone_store.to_pinecone_vector(r)) + 1 for r in written) + 64 + len("acme")
+    make_store(host).upsert("acme", written)
+    (sent,) = double.requests_to("/vectors/upsert")
+    assert sent.body_bytes <= estimate
+
+
+def test_long_text_is_cut_to_fit_40_kb_metadata(double, host):
+    store = make_store(host)
+    long_texts = ["é€" * 30_000, '"\\\n' * 20_000]  # multibyte, and characters JSON escapes
+    written = [VectorRecord.for_chunk("doc1", 1, Chunk(index=i, text=text, page=4),
+                                      np.full(8, i + 1, np.float32))
+               for i, text in enumerate(long_texts)]
+    store.upsert("acme", written)
+    for record in written:
+        metadata = double.namespaces["acme"][record.id]["metadata"]
+        assert metadata_size(metadata) <= MAX_METADATA_BYTES
+        assert len(json.dumps(metadata, ensure_ascii=False).encode()) <= MAX_METADATA_BYTES
+        assert len(metadata["text"]) > 1000
+        assert record.text.startswith(metadata["text"])
+        assert (metadata["document_id"], metadata["version"], metadata["chunk_index"], metadata["page"]) == \
+            ("doc1", 1, record.chunk_index, 4)
+
+
+def test_short_text_is_kept_whole_and_a_missing_page_is_left_out():
+    record = VectorRecord.for_chunk("doc1", 2, Chunk(index=0, text="hello", page=None), np.zeros(3))
+    assert fit_metadata(record) == {"document_id": "doc1", "version": 2, "chunk_index": 0, "text": "hello"}
+
+
+def test_upsert_batches_split_on_bytes_and_on_count():
+    vectors = [{"id": str(i), "values": [0.5] * 100} for i in range(10)]
+    one = json_size(vectors[0]) + 1
+    batches = list(upsert_batches(vectors, "ns", max_vectors=4, max_bytes=64 + 2 + 3 * one))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [len(b) for b in upsert_batches(vectors, "ns", max_vectors=4)] == [4, 4, 2]
+
+
+def test_delete_document_lists_ids_by_prefix_and_deletes_in_batches(double, host):
+    store = make_store(host)
+    store.upsert("acme", records("doc1", 1, 1200))
+    store.upsert("acme", records("doc1", 2, 150, seed=2))
+    store.upsert("acme", records("doc10", 1, 5, seed=3))  # shares "doc1" as a prefix
+
+    assert store.delete_document("acme", "doc1", keep_version=2) == 1200
+    assert store.count("acme", "doc1") == 150
+    assert store.count("acme", "doc10") == 5
+    deletes = double.requests_to("/vectors/delete")
+    assert [len(r.body["ids"]) for r in deletes] == [1000, 200]
+    assert all("filter" not in r.body for r in deletes)
+    assert len(double.requests_to("/vectors/list")) > 10  # paged, 100 ids at a time
+
+    assert store.delete_document("acme", "doc1") == 150
+    assert store.count("acme", "doc1") == 0
+    assert store.count("acme", "doc10") == 5
+
+
+def test_delete_keeping_a_version_leaves_newer_versions(double, host):
+    store = make_store(host)
+    for version in (1, 2, 3):
+        store.upsert("acme", records("doc1", version, 2, seed=version))
+    assert store.delete_document("acme", "doc1", keep_version=2) == 2
+    assert store.delete_version("acme", "doc1", 3) == 2
+    assert sorted(double.namespaces["acme"]) == ["doc1#v2#0", "doc1#v2#1"]
+
+
+def test_deleting_a_version_also_deletes_the_ids_just_written_but_not_yet_listed(double, host):
+    store = make_store(host)
+    store.upsert("acme", records("doc1", 1, 3))
+    double.listing_lags = True
+    fresh = records("doc1", 1, 5, seed=9)[3:]  # chunks 3 and 4, written just now
+    store.upsert("acme", fresh)
+    assert store.count("acme", "doc1") == 3  # the listing does not show them yet
+
+    assert store.delete_version("acme", "doc1", 1, written_ids=[r.id for r in fresh]) == 5
+    assert double.namespaces["acme"] == {}
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_throttling_and_server_errors_are_transient(double, host, status):
+    double.failures = [status] * 10  # more than the SDK's own retries
+    with pytest.raises(TransientError) as caught:
+        make_store(host).upsert("acme", records("doc1", 1, 2))
+    assert caught.value.code is ErrorCode.VECTOR_STORE_UNAVAILABLE
+
+
+def test_a_brief_failure_is_absorbed_by_the_sdk_retry(double, host):
+    double.failures = [503]
+    make_store(host).upsert("acme", records("doc1", 1, 2))
+    assert len(double.namespaces["acme"]) == 2
+
+
+def test_an_unreachable_index_is_transient():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    store = make_store(f"http://127.0.0.1:{closed_port}")
+    for call in (lambda: store.search("acme", [0.0] * 8, 3), store.ping):
+        with pytest.raises(TransientError):
+            call()
+
+
+def test_a_wrong_api_key_is_not_retried_as_transient(double, host):
+    store = PineconeStore(Pinecone(api_key="wrong").index(host=host))
+    with pytest.raises(PineconeError) as caught:
+        store.ping()
+    assert not isinstance(caught.value, TransientError)
+
+
+def test_factory_opens_pinecone_by_host(double, host):
+    settings = Settings(vector_store="pinecone", pinecone_api_key=API_KEY, pinecone_index_host=host,
+                        upsert_batch_size=2)
+    store = open_vector_store(settings)
+    assert isinstance(store, PineconeStore)
+    store.ping()
+    store.upsert("acme", records("doc1", 1, 5))
+    assert [len(r.body["vectors"]) for r in double.requests_to("/vectors/upsert")] == [2, 2, 1]
