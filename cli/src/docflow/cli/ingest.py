@@ -1,0 +1,103 @@
+"""`docflow ingest`: upload files, then follow each document to a final status."""
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from docflow.cli.client import ApiError, GatewayClient
+
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+UPLOAD_FAILED = "upload failed"
+TIMED_OUT = "timed out"
+VANISHED = "deleted"
+
+
+@dataclass
+class Outcome:
+    """One file's fate, from upload to final status (the summary table's row)."""
+
+    file: str
+    document_id: str | None = None
+    status: str = "queued"
+    progress: int = 0
+    pages: int | None = None
+    chunks: int | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES or self.status in (UPLOAD_FAILED, TIMED_OUT, VANISHED)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "completed"
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def upload_all(client: GatewayClient, paths: list[Path], metadata: dict[str, Any] | None,
+               errors: Console) -> list[Outcome]:
+    """Upload every file; a rejected file is recorded and the others still go."""
+    outcomes = []
+    for path in paths:
+        outcome = Outcome(file=str(path))
+        try:
+            accepted = client.upload(path, metadata)
+        except ApiError as exc:
+            outcome.status, outcome.error = UPLOAD_FAILED, exc.detail
+            reason = f"rejected (HTTP {exc.status_code}): {escape(exc.detail)}"
+            errors.print(f"[red]✗[/red] {escape(str(path))}: {reason}", highlight=False, soft_wrap=True)
+        else:
+            outcome.document_id = accepted["document_id"]
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _refresh(client: GatewayClient, outcome: Outcome) -> None:
+    try:
+        document = client.document(outcome.document_id or "")
+    except ApiError as exc:
+        if exc.status_code == 503:
+            return  # the gateway's Redis is briefly away; the document is not lost, ask again
+        if exc.status_code != 404:
+            raise
+        outcome.status, outcome.error = VANISHED, "the document was deleted while it was processed"
+        return
+    outcome.status = document["status"]
+    outcome.progress = document.get("progress", 0)
+    outcome.pages, outcome.chunks = document.get("pages"), document.get("chunks")
+    error = document.get("error")
+    if error:
+        outcome.error = f"{error.get('code')}: {error.get('message')}"
+
+
+def follow(client: GatewayClient, outcomes: list[Outcome], console: Console, poll_interval: float,
+           timeout: float | None) -> None:
+    """Poll each uploaded document until it is final, with one progress bar per document."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bars = {id(o): progress.add_task(Path(o.file).name, total=100, status=o.status)
+                for o in outcomes if not o.finished}
+        while True:
+            pending = [o for o in outcomes if not o.finished]
+            for outcome in pending:
+                _refresh(client, outcome)
+                done = 100 if outcome.succeeded else outcome.progress
+                progress.update(bars[id(outcome)], completed=done, status=outcome.status)
+            if all(o.finished for o in outcomes):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                for outcome in outcomes:
+                    if not outcome.finished:
+                        outcome.status, outcome.error = TIMED_OUT, f"not final after {timeout:g} s"
+                        progress.update(bars[id(outcome)], status=outcome.status)
+                return
+            time.sleep(poll_interval)

@@ -1,0 +1,82 @@
+"""Accepting an uploaded document: judge it, store it, record it, enqueue it.
+
+Either all of that happens or, as far as the failure allows, none of it: a failed
+step undoes the earlier ones, so a client that got a 503 can simply retry without
+leaving a stored original or a forever-"queued" record behind.
+"""
+
+import uuid
+
+import structlog
+from fastapi import HTTPException, status
+
+from docflow.gateway.dependencies import Services
+from docflow.gateway.filenames import sanitize_filename
+from docflow.gateway.metrics import DOCUMENTS_ACCEPTED
+from docflow.gateway.pipeline import new_task_id
+from docflow.gateway.schemas import DocumentAccepted
+from docflow.gateway.task_registry import TaskOwner
+from docflow.gateway.uploads import Upload
+from docflow.shared.content_types import SNIFF_BYTES, ContentType, sniff
+from docflow.shared.messages import PipelineMessage, artifact_prefix
+from docflow.shared.status import DocumentRecord, utcnow
+
+log = structlog.get_logger(__name__)
+
+SUPPORTED_TYPES = ", ".join(content_type.value for content_type in ContentType)
+
+
+def judge_content_type(upload: Upload, filename: str) -> ContentType:
+    if upload.size == 0:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the file is empty")
+    content_type = sniff(upload.head(SNIFF_BYTES), filename)
+    if content_type is None:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"unsupported document type (judged by content, not by name); supported: {SUPPORTED_TYPES}",
+        )
+    return content_type
+
+
+def accept_document(services: Services, tenant: str, upload: Upload) -> DocumentAccepted:
+    filename = sanitize_filename(upload.raw_filename)
+    content_type = judge_content_type(upload, filename)
+    document_id = uuid.uuid4().hex
+    task_id = new_task_id()
+    structlog.contextvars.bind_contextvars(document_id=document_id)
+    prefix = artifact_prefix(tenant, document_id)
+    original_key = prefix + "original"
+
+    services.storage.put(original_key, upload.read_all())
+    try:
+        now = utcnow()
+        services.status.create(DocumentRecord(
+            document_id=document_id, tenant=tenant, filename=filename, content_type=content_type.value,
+            size_bytes=upload.size, metadata=upload.metadata, task_id=task_id,
+            original_key=original_key, created_at=now, updated_at=now,
+        ))
+        services.tasks.remember(task_id, TaskOwner(tenant=tenant, document_id=document_id))
+        message = PipelineMessage(document_id=document_id, tenant=tenant, version=1,
+                                  content_type=content_type.value, original_key=original_key)
+        services.pipeline.enqueue_document(message, task_id)
+    except BaseException:
+        _undo_accept(services, tenant, document_id, task_id)
+        raise
+    DOCUMENTS_ACCEPTED.labels(content_type=content_type.value).inc()
+    log.info("document accepted", filename=filename, content_type=content_type.value,
+             size_bytes=upload.size, task_id=task_id)
+    return DocumentAccepted(document_id=document_id, task_id=task_id)
+
+
+def _undo_accept(services: Services, tenant: str, document_id: str, task_id: str) -> None:
+    """Best effort: the failure that got us here may also stop some of these steps."""
+    steps = (
+        ("task mapping", lambda: services.tasks.forget(task_id)),
+        ("status record", lambda: services.status.delete(document_id, tenant)),
+        ("stored original", lambda: services.storage.delete_prefix(artifact_prefix(tenant, document_id))),
+    )
+    for what, undo in steps:
+        try:
+            undo()
+        except Exception as exc:  # keep undoing the rest; report what is left behind
+            log.error("could not undo a rejected upload", left_behind=what, error=str(exc))

@@ -1,0 +1,55 @@
+"""The gateway's ASGI app factory and its `docflow-gateway` entry point."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from docflow.gateway.dependencies import Services
+from docflow.gateway.errors import install_exception_handlers
+from docflow.gateway.middleware import RequestContextMiddleware
+from docflow.gateway.routers import documents, health, search, tasks
+from docflow.shared.logging import configure_logging
+from docflow.shared.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    services = Services.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.close()
+
+    app = FastAPI(
+        title="docflow gateway",
+        summary="Upload documents, follow their processing, search them.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    if not services.api_keys.configured:
+        log.warning("no API keys configured (DOCFLOW_API_KEYS): every /v1 request will get 401")
+    install_exception_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in (documents.router, search.router, tasks.router, health.router):
+        app.include_router(router)
+    return app
+
+
+def run() -> None:
+    settings = get_settings()
+    configure_logging("gateway", settings.log_level)
+    # Our middleware logs each request with its request id; uvicorn's access log
+    # would only repeat it without one. log_config=None keeps structlog's handlers.
+    uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,
+                log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    run()

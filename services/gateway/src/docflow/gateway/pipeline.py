@@ -1,0 +1,138 @@
+"""Building and enqueuing Celery chains, by task *name* only.
+
+The gateway never imports a stage's code: signatures are made from the names in
+`docflow.shared.names`, and the shared `TASK_ROUTES` put each one on its stage's
+queue. Each stage task gets an id derived from the pipeline's task id, so the
+gateway can later report every stage's state without storing anything per stage.
+"""
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from celery import Celery, chain, states
+from celery.result import AsyncResult
+
+from docflow.gateway.schemas import StageState
+from docflow.shared.messages import PipelineMessage
+from docflow.shared.names import Stage, Task
+
+log = structlog.get_logger(__name__)
+
+# The document pipeline, in order; each stage returns the message for the next.
+DOCUMENT_STAGES: tuple[tuple[Stage, Task], ...] = (
+    (Stage.EXTRACT, Task.EXTRACT),
+    (Stage.EMBED, Task.EMBED),
+    (Stage.INDEX, Task.INDEX),
+)
+_FIRST_POLL_SECONDS = 0.02
+_MAX_POLL_SECONDS = 0.25
+
+
+class SearchTimedOut(Exception):
+    """No search result within the configured time."""
+
+
+class SearchFailed(Exception):
+    """A query-time task failed on its worker; the message says which and why."""
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def stage_task_id(task_id: str, stage: Stage) -> str:
+    return f"{task_id}.{stage.value}"
+
+
+def overall_state(stage_states: list[str]) -> str:
+    """The state of the first stage that has not succeeded (SUCCESS once all have).
+
+    A chain stops at its first failure, so that stage is also where a failure shows.
+    """
+    return next((state for state in stage_states if state != states.SUCCESS), states.SUCCESS)
+
+
+class Pipeline:
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def document_chain(self, message: PipelineMessage, task_id: str) -> chain:
+        signatures = []
+        for position, (stage, task) in enumerate(DOCUMENT_STAGES):
+            # Only the first stage gets the message; chain passes each result on.
+            args = [message.model_dump()] if position == 0 else []
+            signature = self.celery.signature(task.value, args=args)
+            signatures.append(signature.set(task_id=stage_task_id(task_id, stage)))
+        return chain(*signatures)
+
+    def enqueue_document(self, message: PipelineMessage, task_id: str) -> None:
+        self.document_chain(message, task_id).apply_async()
+        log.info("pipeline enqueued", document_id=message.document_id, task_id=task_id,
+                 version=message.version)
+
+    def enqueue_delete_vectors(self, tenant: str, document_id: str) -> str:
+        result = self.celery.signature(Task.DELETE_VECTORS.value, args=[tenant, document_id]).apply_async()
+        log.info("vector deletion enqueued", document_id=document_id, task_id=result.id)
+        return result.id
+
+    def stage_states(self, task_id: str) -> list[StageState]:
+        return [
+            StageState(stage=stage.value, task_id=stage_task_id(task_id, stage),
+                       state=AsyncResult(stage_task_id(task_id, stage), app=self.celery).state)
+            for stage, _ in DOCUMENT_STAGES
+        ]
+
+    def search(self, tenant: str, query: str, top_k: int, timeout: float) -> Any:
+        """Embed the query on the embedder, search on the indexer, wait for the hits."""
+        # Expiring both tasks at the deadline keeps workers from doing work whose
+        # caller has already been told 504.
+        search_chain = chain(
+            self.celery.signature(Task.EMBED_QUERY.value, args=[query]).set(expires=timeout),
+            self.celery.signature(Task.SEARCH.value, args=[tenant, top_k]).set(expires=timeout),
+        )
+        result = search_chain.apply_async()
+        try:
+            return _wait_for_chain(result, timeout)
+        finally:
+            _forget_quietly(result)
+
+
+def _wait_for_chain(result: AsyncResult, timeout: float) -> Any:
+    """Poll the chain's steps until the last succeeds, one fails, or time runs out.
+
+    Polling (plain GETs) rather than `result.get()`: the latter relies on a pub/sub
+    consumer that is shared per thread and that our producer backend never starts.
+    """
+    steps = [(Task.EMBED_QUERY.value, result.parent), (Task.SEARCH.value, result)]
+    deadline = time.monotonic() + timeout
+    pause = _FIRST_POLL_SECONDS
+    while True:
+        for task_name, step in steps:
+            state = step.state
+            if state in states.PROPAGATE_STATES:
+                raise SearchFailed(_describe_failure(task_name, step, state))
+        if result.state == states.SUCCESS:
+            return result.result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SearchTimedOut(f"no search result within {timeout:g} s")
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, _MAX_POLL_SECONDS)
+
+
+def _forget_quietly(result: AsyncResult) -> None:
+    """Delete the search results now instead of keeping them for `result_expires`."""
+    try:
+        if result.ready() or (result.parent is not None and result.parent.ready()):
+            result.forget()  # forgets the embed step too
+    except Exception as exc:  # housekeeping must never change the answer
+        log.debug("could not forget search results", error=str(exc))
+
+
+def _describe_failure(task_name: str, step: AsyncResult, state: str) -> str:
+    if state == states.REVOKED:
+        return f"{task_name} was revoked or expired before it ran"
+    error = step.result
+    return f"{task_name} failed: {type(error).__name__}: {error}"

@@ -1,0 +1,135 @@
+"""/v1/documents: upload, read, list, delete, reprocess, cancel — one tenant at a time.
+
+Another tenant's document answers exactly like a missing one (404), so ids leak
+nothing across tenants.
+"""
+
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from docflow.gateway.dependencies import Services, ServicesDep, Tenant
+from docflow.gateway.intake import accept_document
+from docflow.gateway.pipeline import new_task_id
+from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage
+from docflow.gateway.task_registry import TaskOwner
+from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, receive_upload
+from docflow.shared.messages import PipelineMessage, artifact_prefix
+from docflow.shared.status import FINAL_STATUSES, DocumentRecord, DocumentStatus
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+DEFAULT_PAGE_SIZE = 20
+NOT_FOUND = {status.HTTP_404_NOT_FOUND: {"description": "No such document for this tenant"}}
+
+# The body is parsed by `receive_upload` (streaming, with limits), so describe it
+# to OpenAPI by hand.
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": [FILE_FIELD],
+            "properties": {
+                FILE_FIELD: {"type": "string", "format": "binary",
+                             "description": "PDF, DOCX, PNG, JPEG, TIFF, plain text or Markdown"},
+                METADATA_FIELD: {"type": "string",
+                                 "description": "Optional JSON object stored with the document"},
+            },
+        }}},
+    }
+}
+
+
+def _document_or_404(services: Services, tenant: str, document_id: str) -> DocumentRecord:
+    record = services.status.get_for_tenant(document_id, tenant)
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"document {document_id} not found")
+    structlog.contextvars.bind_contextvars(document_id=document_id)
+    return record
+
+
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=DocumentAccepted, openapi_extra=_UPLOAD_BODY,
+    responses={400: {"description": "Empty file or malformed form"},
+               413: {"description": "File larger than the configured limit"},
+               415: {"description": "Not a supported document type (judged by content)"},
+               422: {"description": "Missing file field or metadata that is not a JSON object"},
+               503: {"description": "Queue or storage unavailable; retry after Retry-After seconds"}},
+)
+async def upload_document(request: Request, services: ServicesDep, tenant: Tenant) -> DocumentAccepted:
+    """Store the original and enqueue extract → embed → index; returns at once (202)."""
+    upload = await receive_upload(request, services.settings.max_upload_bytes)
+    try:
+        return await run_in_threadpool(accept_document, services, tenant, upload)
+    finally:
+        upload.close()
+
+
+@router.get("", response_model=DocumentPage)
+def list_documents(
+    services: ServicesDep,
+    tenant: Tenant,
+    status_filter: Annotated[DocumentStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="Page size (default 20)")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DocumentPage:
+    """The tenant's documents, newest first."""
+    page_size_max = services.settings.list_page_size_max
+    if limit is None:
+        limit = min(DEFAULT_PAGE_SIZE, page_size_max)
+    if limit > page_size_max:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"limit must be between 1 and {page_size_max}")
+    records, total = services.status.list(tenant, status_filter, limit, offset)
+    return DocumentPage(documents=[Document.from_record(r) for r in records], total=total,
+                        limit=limit, offset=offset)
+
+
+@router.get("/{document_id}", response_model=Document, responses=NOT_FOUND)
+def get_document(document_id: str, services: ServicesDep, tenant: Tenant) -> Document:
+    return Document.from_record(_document_or_404(services, tenant, document_id))
+
+
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+def delete_document(document_id: str, services: ServicesDep, tenant: Tenant) -> Response:
+    """Delete the record, every stored artifact and (on the indexer) the vectors."""
+    _document_or_404(services, tenant, document_id)
+    # The record goes first: in-flight stages check it before each run and stop.
+    services.status.delete(document_id, tenant)
+    deleted_objects = services.storage.delete_prefix(artifact_prefix(tenant, document_id))
+    services.pipeline.enqueue_delete_vectors(tenant, document_id)
+    log.info("document deleted", deleted_objects=deleted_objects)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{document_id}/reprocess", status_code=status.HTTP_202_ACCEPTED,
+             response_model=DocumentAccepted, responses=NOT_FOUND)
+def reprocess_document(document_id: str, services: ServicesDep, tenant: Tenant) -> DocumentAccepted:
+    """Run the pipeline again as a new version; runs of older versions stop themselves."""
+    record = _document_or_404(services, tenant, document_id)
+    task_id = new_task_id()
+    services.tasks.remember(task_id, TaskOwner(tenant=tenant, document_id=document_id))
+    version = services.status.restart(document_id, task_id)
+    message = PipelineMessage(document_id=document_id, tenant=tenant, version=version,
+                              content_type=record.content_type, original_key=record.original_key)
+    services.pipeline.enqueue_document(message, task_id)
+    log.info("document reprocessing", version=version, task_id=task_id)
+    return DocumentAccepted(document_id=document_id, task_id=task_id)
+
+
+@router.post("/{document_id}/cancel", response_model=Document,
+             responses={**NOT_FOUND, 409: {"description": "The document is already final"}})
+def cancel_document(document_id: str, services: ServicesDep, tenant: Tenant) -> Document:
+    """Stop processing: stages that have not started yet will skip this document."""
+    record = _document_or_404(services, tenant, document_id)
+    if record.status in FINAL_STATUSES or not services.status.cancel(document_id):
+        current = services.status.get(document_id)
+        final_status = current.status.value if current else record.status.value
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"document {document_id} is already {final_status}; nothing to cancel")
+    log.info("document cancelled")
+    return Document.from_record(_document_or_404(services, tenant, document_id))

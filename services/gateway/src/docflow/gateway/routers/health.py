@@ -1,0 +1,76 @@
+"""Liveness, readiness and metrics: unauthenticated, for the platform.
+
+Readiness covers what the gateway itself needs to accept a document: Redis (queue
+and status) and object storage. Workers are deliberately not part of it by
+default: KEDA scales them to zero when their queues are empty, and a gateway that
+went unready whenever that happened would refuse uploads that would simply queue.
+`?indexer=true` additionally requires a live worker consuming the index queue —
+the vector store is only reachable through it, since the gateway never imports a
+vector-store client — for smoke tests and operators.
+"""
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import JSONResponse
+
+from docflow.gateway.dependencies import Services, ServicesDep
+from docflow.gateway.metrics import metrics_response
+from docflow.gateway.schemas import Health, Readiness
+from docflow.shared.names import Queue
+
+router = APIRouter(tags=["health"])
+
+OK = "ok"
+INSPECT_TIMEOUT_SECONDS = 1.0
+
+
+def _check(probe: Callable[[], object]) -> str:
+    try:
+        probe()
+    except Exception as exc:  # any failure means "not ready", with its reason
+        return f"failed: {type(exc).__name__}: {exc}"
+    return OK
+
+
+def _live_indexers(services: Services) -> int:
+    """Workers answering a broadcast within the timeout that consume the index queue."""
+    replies = services.celery.control.inspect(timeout=INSPECT_TIMEOUT_SECONDS).active_queues() or {}
+    return sum(1 for queues in replies.values() if any(q.get("name") == Queue.INDEX.value for q in queues))
+
+
+def _check_indexer(services: Services) -> str:
+    try:
+        workers = _live_indexers(services)
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
+    return OK if workers else f"failed: no live worker consumes {Queue.INDEX.value}"
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process is alive (no dependency is checked)."""
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+def readyz(
+    services: ServicesDep,
+    indexer: Annotated[bool, Query(description="Also require a live indexer worker")] = False,
+) -> JSONResponse:
+    checks = {"redis": _check(services.redis.ping), "storage": _check(services.storage.ping)}
+    if indexer:
+        checks["indexer"] = (_check_indexer(services) if checks["redis"] == OK
+                             else "failed: skipped, Redis is unavailable")
+    failed = sorted(name for name, result in checks.items() if result != OK)
+    if failed:
+        body = Readiness(status="not ready", checks=checks, detail=f"not ready: {', '.join(failed)} failed")
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": "5"})
+    return JSONResponse(Readiness(status="ready", checks=checks).model_dump(exclude_none=True))
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    return metrics_response()

@@ -1,0 +1,109 @@
+"""The REST API's request and response models (what OpenAPI at /docs shows)."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from docflow.shared.status import DocumentRecord, DocumentStatus
+
+MAX_QUERY_CHARS = 2000
+MAX_TOP_K = 100
+
+
+class DocumentAccepted(BaseModel):
+    """A document (or a reprocess of one) is queued; poll its status or its task."""
+
+    document_id: str
+    task_id: str
+    status: Literal["queued"] = "queued"
+
+
+class DocumentErrorInfo(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. corrupt_file, timeout")
+    message: str
+    stage: str | None = Field(default=None, description="extract, embed or index")
+
+
+class Document(BaseModel):
+    document_id: str
+    status: DocumentStatus
+    progress: int = Field(ge=0, le=100)
+    filename: str
+    content_type: str
+    size_bytes: int
+    metadata: dict[str, Any]
+    pages: int | None
+    chunks: int | None
+    vectors: int | None
+    stage: str | None = Field(description="The stage that ran (or runs) last")
+    attempts: int = Field(description="Runs of the current stage, retries included")
+    error: DocumentErrorInfo | None
+    version: int = Field(description="Bumped by every reprocess")
+    task_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_record(cls, record: DocumentRecord) -> "Document":
+        # Tenant and storage keys are internal: the caller knows its tenant and
+        # reaches artifacts only through the API.
+        data = record.model_dump(exclude={"tenant", "original_key"})
+        return cls.model_validate(data)
+
+
+class DocumentPage(BaseModel):
+    documents: list[Document]
+    total: int = Field(description="Documents matching the filter, over all pages")
+    limit: int
+    offset: int
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, query: str) -> str:
+        if not query.strip():
+            raise ValueError("query must not be blank")
+        return query
+
+
+class SearchHit(BaseModel):
+    document_id: str
+    chunk_index: int
+    text: str
+    score: float
+    page: int | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]
+
+
+class StageState(BaseModel):
+    stage: str
+    task_id: str
+    state: str = Field(description="Celery state: PENDING, STARTED, RETRY, SUCCESS, FAILURE, ...")
+
+
+class TaskStatus(BaseModel):
+    task_id: str
+    document_id: str
+    state: str = Field(description="The first unfinished stage's state; SUCCESS when all are done")
+    stages: list[StageState]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="Each dependency: 'ok' or why it failed")
+    detail: str | None = None

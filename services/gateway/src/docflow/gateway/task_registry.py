@@ -1,0 +1,42 @@
+"""Which document (and so which tenant) a pipeline task id belongs to.
+
+`GET /v1/tasks/{task_id}` must not reveal another tenant's task, and Celery's result
+backend knows nothing of tenants; this small Redis hash per task id does. It lives
+as long as Celery keeps the results it describes, and it outlives a deleted
+document so a client can still see how the deleted document's run ended.
+"""
+
+from dataclasses import dataclass
+
+import redis
+
+
+@dataclass(frozen=True)
+class TaskOwner:
+    tenant: str
+    document_id: str
+
+
+class TaskRegistry:
+    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: int) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+
+    def _key(self, task_id: str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+    def remember(self, task_id: str, owner: TaskOwner) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self._key(task_id), mapping={"tenant": owner.tenant, "document_id": owner.document_id})
+        pipe.expire(self._key(task_id), self.ttl_seconds)
+        pipe.execute()
+
+    def forget(self, task_id: str) -> None:
+        self.redis.delete(self._key(task_id))
+
+    def owner(self, task_id: str) -> TaskOwner | None:
+        tenant, document_id = self.redis.hmget(self._key(task_id), "tenant", "document_id")
+        if not tenant or not document_id:
+            return None
+        return TaskOwner(tenant=tenant, document_id=document_id)
