@@ -70,3 +70,11 @@ def test_list_is_newest_first_paginated_and_filtered(redis_client):
     assert [d.document_id for d in docs] == ["d3", "d2"] and total == 5
     docs, total = store.list("acme", status=DocumentStatus.EXTRACTING)
     assert [d.document_id for d in docs] == ["d3"] and total == 1
+
+
+def test_restart_of_a_deleted_document_recreates_nothing(redis_client):
+    store = StatusStore(redis_client)
+    store.create(make_record())
+    store.delete("doc1", "acme")
+    assert store.restart("doc1", "t2") is None
+    assert store.get("doc1") is None

@@ -43,9 +43,11 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     api_keys: SecretStr = SecretStr("")
+    # Operators' keys (comma-separated) for /v1/admin routes; they belong to no tenant.
+    admin_api_keys: SecretStr = SecretStr("")
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     search_timeout_seconds: float = Field(default=30.0, gt=0)
-    list_page_size_max: int = 100
+    list_page_size_max: int = Field(default=100, gt=0)
 
     # --- Storage (originals and artifacts) ---------------------------------------
     storage_backend: Literal["local", "s3"] = "local"
@@ -115,6 +117,10 @@ class Settings(BaseSettings):
     @property
     def tenants_by_key(self) -> dict[str, str]:
         return parse_api_keys(self.api_keys.get_secret_value())
+
+    @property
+    def admin_keys(self) -> list[str]:
+        return [k.strip() for k in self.admin_api_keys.get_secret_value().split(",") if k.strip()]
 
     def time_limits(self, stage: Stage) -> tuple[int, int]:
         """(soft, hard) seconds for a stage's tasks."""

@@ -101,6 +101,18 @@ end
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
+# KEYS[1] = hash; ARGV: task_id, now, then field/value pairs to reset. Returns the new
+# version, or false when the record does not exist.
+_RESTART_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'attempts', '0',
+           'task_id', ARGV[1], 'updated_at', ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return version
+"""
+_RESET_ON_RESTART = ("pages", "chunks", "vectors", "stage", "error", "completed_at")
+
 _JSON_FIELDS = ("metadata", "error")
 
 
@@ -122,6 +134,7 @@ class StatusStore:
         self.prefix = prefix
         self._update = client.register_script(_UPDATE_LUA)
         self._attempt = client.register_script(_ATTEMPT_LUA)
+        self._restart = client.register_script(_RESTART_LUA)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "docflow:") -> "StatusStore":
@@ -179,16 +192,17 @@ class StatusStore:
         pipe.zadd(self._tenant_key(record.tenant), {record.document_id: record.created_at.timestamp()})
         pipe.execute()
 
-    def restart(self, document_id: str, task_id: str) -> int:
-        """Start a new pipeline version (reprocess): counts, error and progress reset."""
-        key = self._doc_key(document_id)
-        version = self.redis.hincrby(key, "version", 1)
-        self.redis.hset(key, mapping={
-            "status": DocumentStatus.QUEUED.value, "progress": "0", "pages": "", "chunks": "",
-            "vectors": "", "stage": "", "attempts": "0", "error": "", "task_id": task_id,
-            "completed_at": "", "updated_at": utcnow().isoformat(),
-        })
-        return version
+    def restart(self, document_id: str, task_id: str) -> int | None:
+        """Start a new pipeline version (reprocess): counts, error and progress reset.
+
+        Returns the new version, or None if the document was deleted meanwhile (the
+        script never recreates a half-filled record).
+        """
+        version = self._restart(keys=[self._doc_key(document_id)], args=[
+            task_id, utcnow().isoformat(),
+            *[x for field in _RESET_ON_RESTART for x in (field, "")],
+        ])
+        return int(version) if version else None
 
     def cancel(self, document_id: str) -> bool:
         record = self.get(document_id)

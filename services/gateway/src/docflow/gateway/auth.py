@@ -54,3 +54,26 @@ async def current_tenant(
 
 
 Tenant = Annotated[str, Depends(current_tenant)]
+
+
+async def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> None:
+    """Operators only: a key from DOCFLOW_ADMIN_API_KEYS (tenant keys get 403)."""
+    if credentials is None:
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <admin key>'")
+    presented = credentials.credentials.encode()
+    admin_keys = request.app.state.services.settings.admin_keys
+    is_admin = False
+    for key in admin_keys:
+        if hmac.compare_digest(presented, key.encode()):
+            is_admin = True  # no early exit, as above
+    if is_admin:
+        return
+    if request.app.state.services.api_keys.tenant_for(credentials.credentials) is not None:
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="admin key required")
+    raise _unauthorized("invalid API key")
+
+
+AdminKey = Depends(require_admin)

@@ -114,6 +114,8 @@ def reprocess_document(document_id: str, services: ServicesDep, tenant: Tenant) 
     task_id = new_task_id()
     services.tasks.remember(task_id, TaskOwner(tenant=tenant, document_id=document_id))
     version = services.status.restart(document_id, task_id)
+    if version is None:  # deleted between the read above and the restart
+        _document_or_404(services, tenant, document_id)
     message = PipelineMessage(document_id=document_id, tenant=tenant, version=version,
                               content_type=record.content_type, original_key=record.original_key)
     services.pipeline.enqueue_document(message, task_id)
