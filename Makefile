@@ -33,3 +33,32 @@ e2e: install
 
 clean:
 	rm -rf .data $(VENV)
+
+# --- Kubernetes: Helm chart, plain manifests, images ----------------------------------
+.PHONY: chart-lint manifests images
+
+## chart-lint: lint deploy/helm/docflow with Helm's own engine (helm-python-sdk, no helm binary)
+chart-lint: install
+	$(PY) deploy/render.py lint
+
+## manifests: re-render deploy/k8s/ (the chart with default values) and the chart README's values table
+manifests: install
+	$(PY) deploy/render.py manifests
+	$(PY) deploy/render.py readme
+
+IMAGE_REGISTRY ?= ghcr.io/docflow
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+IMAGE_SERVICES := gateway extractor embedder indexer
+DOCKER ?= docker
+
+## images: build one image per service, context = repository root (IMAGE_REGISTRY, IMAGE_TAG, DOCKER=podman)
+images:
+	@if ! command -v $(DOCKER) >/dev/null 2>&1 || ! $(DOCKER) info >/dev/null 2>&1; then \
+	  echo "make images: no container engine here ('$(DOCKER)' is missing or its daemon is not running)." >&2; \
+	  echo "Build where Docker runs (or set DOCKER=podman), or let skaffold build: see deploy/README.md." >&2; \
+	  exit 1; \
+	fi
+	@for svc in $(IMAGE_SERVICES); do \
+	  echo "==> $(IMAGE_REGISTRY)/docflow-$$svc:$(IMAGE_TAG)"; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -f services/$$svc/Dockerfile -t $(IMAGE_REGISTRY)/docflow-$$svc:$(IMAGE_TAG) . || exit 1; \
+	done

@@ -45,3 +45,13 @@ echo "==> installing docflow services (editable)"
   -e devstack \
   -r requirements-test.txt
 echo "==> docflow installed in .venv"
+
+# --- Tools kept out of .venv ----------------------------------------------------------
+# checkov pins many libraries of its own, so it lives in its own virtualenv
+# (.venv-tools); tests/deploy runs it from there. Skipped when already installed.
+CHECKOV_VERSION=3.3.30
+if ! .venv-tools/bin/checkov --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then
+  echo "==> installing checkov $CHECKOV_VERSION into .venv-tools"
+  [ -x .venv-tools/bin/python ] || "$PYTHON" -m venv .venv-tools
+  .venv-tools/bin/pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+fi

@@ -1,0 +1,278 @@
+{{/*
+One Celery worker stage: Deployment, its autoscaler (KEDA ScaledObject on the stage's
+Redis list, or a CPU HPA without KEDA), PodDisruptionBudget, PodMonitor and
+NetworkPolicy. Each worker's own template file calls this with
+(dict "root" $ "service" "extractor" "env" <extra env entries as YAML>).
+*/}}
+{{- define "docflow.worker" -}}
+{{- $root := .root }}
+{{- $service := .service }}
+{{- $values := index $root.Values $service }}
+{{- $fullname := printf "%s-%s" (include "docflow.fullname" $root) $service }}
+{{- $labels := include "docflow.labels" (dict "root" $root "component" $service) }}
+{{- $selector := include "docflow.selectorLabels" (dict "root" $root "component" $service) }}
+{{- $autoscaling := $values.autoscaling }}
+{{- /* One value sets both the worker's -Q and KEDA's listName. */}}
+{{- $queue := $values.queue }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ $fullname }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+spec:
+  {{- if not $autoscaling.enabled }}
+  replicas: {{ $values.replicas }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- $selector | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- $labels | nindent 8 }}
+        {{- with $values.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- with $values.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "docflow.serviceAccountName" $root }}
+      automountServiceAccountToken: false
+      {{- with include "docflow.imagePullSecrets" $root | trim }}{{ . | nindent 6 }}{{- end }}
+      securityContext:
+        {{- include "docflow.podSecurityContext" $root | nindent 8 }}
+      # A scale-down sends SIGTERM: Celery's warm shutdown stops consuming and lets the
+      # running task finish. The grace period outlasts the task's hard time limit (the
+      # same value sets DOCFLOW_*_TIME_LIMIT below), so the kubelet's SIGKILL never
+      # lands mid-task; if it does (node loss), acks_late + task_reject_on_worker_lost
+      # leave the message to be redelivered (DESIGN.md).
+      terminationGracePeriodSeconds: {{ add $values.timeLimits.hardSeconds $values.shutdownGraceSeconds }}
+      {{- with include "docflow.podScheduling" $values | trim }}{{ . | nindent 6 }}{{- end }}
+      containers:
+        - name: {{ $service }}
+          image: {{ include "docflow.image" (dict "root" $root "service" $service) | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          # args, not command: the image's entrypoint (tini) stays PID 1 and forwards
+          # the kubelet's SIGTERM to the Celery main process only, as Kubernetes would.
+          args:
+            - celery
+            - -A
+            - docflow.{{ $service }}.worker
+            - worker
+            - -Q
+            - {{ $queue }}
+            - -n
+            - {{ $service }}@%h
+            - --concurrency
+            - {{ $values.concurrency | quote }}
+            - --loglevel
+            - {{ $root.Values.logLevel }}
+            - --without-gossip
+            - --without-mingle
+          ports:
+            - name: metrics
+              containerPort: {{ $root.Values.metricsPort }}
+              protocol: TCP
+          envFrom:
+            - configMapRef:
+                name: {{ include "docflow.fullname" $root }}-config
+          env:
+            {{- with include "docflow.common.env" $root | trim }}{{ . | nindent 12 }}{{- end }}
+            - name: DOCFLOW_WORKER_CONCURRENCY
+              value: {{ $values.concurrency | quote }}
+            # prometheus_client multiprocess mode for the prefork pool: the directory is
+            # set before Python starts (DESIGN.md); the worker empties it at start.
+            - name: PROMETHEUS_MULTIPROC_DIR
+              value: /var/run/docflow/metrics
+            {{- with .env }}
+            {{- . | nindent 12 }}
+            {{- end }}
+            {{- with include "docflow.env.map" $values.env | trim }}{{ . | nindent 12 }}{{- end }}
+          # Probes use the metrics endpoint the worker's main process serves: an HTTP
+          # GET costs nothing, where `celery inspect ping` would start a Python
+          # interpreter and a broker round trip every period. It proves the main
+          # process is alive and responsive; a lost broker connection is Celery's to
+          # retry, not a reason to restart the pod.
+          startupProbe:
+            httpGet:
+              path: /metrics
+              port: metrics
+            periodSeconds: 5
+            failureThreshold: 60
+          livenessProbe:
+            httpGet:
+              path: /metrics
+              port: metrics
+            periodSeconds: 20
+            timeoutSeconds: 5
+            failureThreshold: 3
+          readinessProbe:
+            httpGet:
+              path: /metrics
+              port: metrics
+            periodSeconds: 10
+            timeoutSeconds: 5
+            failureThreshold: 3
+          resources:
+            {{- toYaml $values.resources | nindent 12 }}
+          securityContext:
+            {{- include "docflow.containerSecurityContext" $root | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            - name: metrics
+              mountPath: /var/run/docflow/metrics
+            {{- with include "docflow.dataMount" $root | trim }}{{ . | nindent 12 }}{{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: {{ $values.tmpSizeLimit }}
+        - name: metrics
+          emptyDir:
+            medium: Memory
+            sizeLimit: 64Mi
+        {{- with include "docflow.dataVolume" $root | trim }}{{ . | nindent 8 }}{{- end }}
+{{- if $autoscaling.enabled }}
+{{- if $root.Values.keda.enabled }}
+{{- $endpoint := include "docflow.redis.endpoint" $root | fromYaml }}
+---
+# KEDA's Redis list scaler reads LLEN of listName. With the AverageValue target the
+# HPA it drives wants ceil(LLEN / listLength) replicas, clamped to [min, max]; 0 <-> 1
+# is KEDA's own decision: active while LLEN > activationListLength (DESIGN.md).
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ $fullname }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $fullname }}
+  minReplicaCount: {{ $autoscaling.minReplicas }}
+  maxReplicaCount: {{ $autoscaling.maxReplicas }}
+  pollingInterval: {{ $autoscaling.pollingInterval }}
+  cooldownPeriod: {{ $autoscaling.cooldownPeriod }}
+  advanced:
+    restoreToOriginalReplicaCount: false
+    horizontalPodAutoscalerConfig:
+      behavior:
+        {{- toYaml $autoscaling.behavior | nindent 8 }}
+  triggers:
+    - type: redis
+      metricType: AverageValue
+      metadata:
+        address: {{ printf "%s:%v" $endpoint.host $endpoint.port | quote }}
+        databaseIndex: {{ $endpoint.database | quote }}
+        enableTLS: {{ eq $endpoint.scheme "rediss" | quote }}
+        listName: {{ $queue | quote }}
+        listLength: {{ $autoscaling.listLength | quote }}
+        activationListLength: {{ $autoscaling.activationListLength | quote }}
+      {{- if $root.Values.redis.auth.enabled }}
+      authenticationRef:
+        name: {{ include "docflow.fullname" $root }}-redis
+      {{- end }}
+{{- else }}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ $fullname }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $fullname }}
+  minReplicas: {{ $autoscaling.cpuMinReplicas }}
+  maxReplicas: {{ $autoscaling.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $autoscaling.targetCPUUtilizationPercentage }}
+  behavior:
+    {{- toYaml $autoscaling.behavior | nindent 4 }}
+{{- end }}
+{{- end }}
+{{- if $values.podDisruptionBudget.enabled }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ $fullname }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+spec:
+  maxUnavailable: {{ $values.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- $selector | nindent 6 }}
+{{- end }}
+{{- if $root.Values.monitoring.serviceMonitors.enabled }}
+---
+apiVersion: monitoring.coreos.com/v1
+kind: PodMonitor
+metadata:
+  name: {{ $fullname }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+    {{- with $root.Values.monitoring.serviceMonitors.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  # job="<service>" (extractor, embedder, indexer): what dashboards and rules select on.
+  jobLabel: app.kubernetes.io/component
+  namespaceSelector:
+    matchNames: [{{ $root.Release.Namespace }}]
+  selector:
+    matchLabels:
+      {{- $selector | nindent 6 }}
+  podMetricsEndpoints:
+    - port: metrics
+      path: /metrics
+      interval: {{ $root.Values.monitoring.serviceMonitors.interval }}
+      scrapeTimeout: {{ $root.Values.monitoring.serviceMonitors.scrapeTimeout }}
+{{- end }}
+{{- if $root.Values.networkPolicy.enabled }}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ $fullname }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- $selector | nindent 6 }}
+  policyTypes: [Ingress, Egress]
+  # Workers take no requests: only Prometheus may reach the metrics port.
+  ingress:
+    - ports:
+        - port: {{ $root.Values.metricsPort }}
+          protocol: TCP
+      {{- with $root.Values.networkPolicy.metricsFrom }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+  egress:
+    {{- with include "docflow.networkPolicy.egress" $root | trim }}{{ . | nindent 4 }}{{- end }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,156 @@
+"""The Helm chart lints clean with Helm's own engine, renders every supported
+configuration, and refuses wrong values at install time."""
+
+import pytest
+from deploy_support import SCENARIOS, WORKERS, named, of_kind
+
+
+def test_chart_lints_clean_in_strict_mode(chart):
+    report = chart.lint()
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors
+    assert not report["errors"] and not problems, report
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_chart_lints_clean_with_each_scenario(chart, scenario):
+    report = chart.lint(SCENARIOS[scenario])
+    assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_scenario_renders_every_service(scenario_manifests, scenario):
+    objects = scenario_manifests[scenario]
+    for service in ("gateway", *WORKERS):
+        named(objects, "Deployment", f"docflow-{service}")
+    assert all(obj["metadata"].get("namespace") == "docflow"
+               for obj in objects if obj["kind"] != "Namespace")
+    names = [(obj["kind"], obj["metadata"]["name"]) for obj in objects]
+    assert len(names) == len(set(names)), "duplicate objects"
+
+
+def test_defaults_scale_each_worker_with_keda_on_its_own_queue(default_manifests):
+    scaled = {obj["metadata"]["name"]: obj for obj in of_kind(default_manifests, "ScaledObject")}
+    assert set(scaled) == {f"docflow-{worker}" for worker in WORKERS}
+    assert of_kind(default_manifests, "TriggerAuthentication")
+    hpas = [obj["metadata"]["name"] for obj in of_kind(default_manifests, "HorizontalPodAutoscaler")]
+    assert hpas == ["docflow-gateway"], "with KEDA, workers must not also have a plain HPA"
+    for worker in WORKERS:
+        assert "replicas" not in named(default_manifests, "Deployment", f"docflow-{worker}")["spec"], \
+            "the autoscaler owns the replica count"
+
+
+def test_without_keda_each_worker_gets_a_cpu_hpa(scenario_manifests):
+    objects = scenario_manifests["keda-off"]
+    assert not of_kind(objects, "ScaledObject") and not of_kind(objects, "TriggerAuthentication")
+    for worker in WORKERS:
+        hpa = named(objects, "HorizontalPodAutoscaler", f"docflow-{worker}")
+        assert hpa["spec"]["minReplicas"] >= 1
+        assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+        assert hpa["spec"]["behavior"]["scaleDown"]["policies"]
+
+
+def test_external_redis_replaces_the_bundled_one(scenario_manifests):
+    objects = scenario_manifests["external-redis"]
+    assert not of_kind(objects, "StatefulSet")
+    assert "docflow-redis" not in [s["metadata"]["name"] for s in of_kind(objects, "Secret")]
+    auth = named(objects, "TriggerAuthentication", "docflow-redis")
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "docflow-external-redis", "key": "password"}]
+    for scaled in of_kind(objects, "ScaledObject"):
+        metadata = scaled["spec"]["triggers"][0]["metadata"]
+        assert metadata["address"] == "redis.example.internal:6380"
+        assert metadata["databaseIndex"] == "2" and metadata["enableTLS"] == "true"
+    gateway = named(objects, "Deployment", "docflow-gateway")["spec"]["template"]["spec"]["containers"][0]
+    url = next(e["value"] for e in gateway["env"] if e["name"] == "DOCFLOW_REDIS_URL")
+    assert url == "rediss://:$(REDIS_PASSWORD)@redis.example.internal:6380/2"
+
+
+def test_bundled_redis_keeps_every_accepted_document(default_manifests):
+    redis = named(default_manifests, "StatefulSet", "docflow-redis")
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    claim = redis["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data" and claim["spec"]["resources"]["requests"]["storage"]
+
+
+def test_monitoring_switches_off(scenario_manifests):
+    kinds = {obj["kind"] for obj in scenario_manifests["monitoring-off"]}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert "docflow-dashboards" not in [c["metadata"]["name"]
+                                        for c in of_kind(scenario_manifests["monitoring-off"], "ConfigMap")]
+
+
+def test_dashboards_configmap_is_labelled_for_the_grafana_sidecar(default_manifests):
+    dashboards = named(default_manifests, "ConfigMap", "docflow-dashboards")
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboards["data"] and all(key.endswith(".json") for key in dashboards["data"])
+
+
+def test_pinecone_backend_reads_its_key_from_a_secret(scenario_manifests):
+    indexer = named(scenario_manifests["pinecone"], "Deployment", "docflow-indexer")
+    env = {e["name"]: e for e in indexer["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DOCFLOW_VECTOR_STORE"]["value"] == "pinecone"
+    assert env["DOCFLOW_PINECONE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "docflow-pinecone"
+    assert "DOCFLOW_LANCEDB_URI" not in env
+    for other in ("gateway", "extractor", "embedder"):
+        container = named(scenario_manifests["pinecone"], "Deployment", f"docflow-{other}")
+        assert "DOCFLOW_PINECONE_API_KEY" not in str(container), "only the indexer gets the Pinecone key"
+
+
+def test_lancedb_on_s3_compatible_storage_gets_the_endpoint(scenario_manifests):
+    indexer = named(scenario_manifests["lancedb-on-s3-compatible"], "Deployment", "docflow-indexer")
+    env = {e["name"]: e for e in indexer["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DOCFLOW_LANCEDB_URI"]["value"] == "s3://docflow/lancedb"
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.storage.svc:9000"
+    assert env["AWS_ALLOW_HTTP"]["value"] == "true"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "docflow-s3"
+
+
+def test_local_storage_shares_one_volume(scenario_manifests):
+    objects = scenario_manifests["local-storage-no-autoscaling"]
+    claim = named(objects, "PersistentVolumeClaim", "docflow-data")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    for service in ("gateway", *WORKERS):
+        deployment = named(objects, "Deployment", f"docflow-{service}")
+        assert deployment["spec"]["replicas"] >= 1
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "data", "persistentVolumeClaim": {"claimName": "docflow-data"}} in volumes
+    assert not of_kind(objects, "ScaledObject") and not of_kind(objects, "HorizontalPodAutoscaler")
+
+
+def test_notes_render(chart):
+    notes = chart.render()["NOTES.txt"]
+    assert "docflow-gateway" in notes and "docflow.embed" in notes
+    assert "no API keys are configured" in notes
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"embedder": {"queue": "embeddings"}}, "docflow.embed"),
+    ({"logLevel": "LOUD"}, "logLevel"),
+    ({"extractor": {"autoscaling": {"minReplicas": -1}}}, "minReplicas"),
+    ({"gateway": {"replica": 3}}, "replica"),
+    ({"storage": {"backend": "gcs"}}, "backend"),
+    ({"vectorStore": {"backend": "pinecone"}}, "existingSecret"),
+    ({"redis": {"bundled": False}}, "url"),
+    ({"redis": {"external": {"url": "redis://user:secret@redis:6379/0"}}}, "url"),
+    ({"indexer": {"upsertBatchSize": 5000}}, "upsertBatchSize"),
+    ({"gateway": {"apiKeys": {"value": "key-without-tenant"}}}, "value"),
+])
+def test_schema_rejects_wrong_values(chart, values, message):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmError, match=message):
+        chart.render(values)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"celery": {"visibilityTimeoutSeconds": 360}}, r"must exceed \w+\.timeLimits\.hardSeconds"),
+    ({"indexer": {"timeLimits": {"softSeconds": 200, "hardSeconds": 100}}}, "must exceed softSeconds"),
+    ({"redis": {"bundled": False, "external": {"url": "redis://redis.example:6379/0"}}}, "password"),
+])
+def test_render_refuses_inconsistent_values(chart, values, message):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmError, match=message):
+        chart.render(values)

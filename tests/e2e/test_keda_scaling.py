@@ -1,0 +1,186 @@
+"""KEDA's scaling decision on real queues, and a scale-down that loses nothing.
+
+The Helm chart gives each worker a KEDA ScaledObject whose Redis trigger reads `LLEN
+<listName>` (DESIGN.md). Here the real gateway fills the real Redis queues while the
+embed stage is stopped; each queue's length is read exactly as KEDA's scaler reads
+it, and KEDA's AverageValue rule, with the ScaledObjects the chart renders from its
+default values, scales out the embed stage and nothing else. Then the embedder is
+started and sent SIGTERM mid-task, as a scale-down does, and every document still
+completes.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from docflow.devstack import samples
+from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class RedisListTrigger:
+    """One ScaledObject's Redis list trigger and replica bounds, as the chart renders them."""
+
+    list_name: str
+    list_length: int
+    activation_list_length: int
+    min_replicas: int
+    max_replicas: int
+
+    def desired_replicas(self, length: int) -> int:
+        """KEDA with an AverageValue target: inactive while LLEN <= activationListLength,
+        which leaves the Deployment at minReplicaCount (zero if allowed); active, the HPA
+        it drives wants ceil(LLEN / listLength), clamped to [max(min, 1), max]."""
+        if length <= self.activation_list_length:
+            return self.min_replicas
+        wanted = math.ceil(length / self.list_length)
+        return min(self.max_replicas, max(self.min_replicas, 1, wanted))
+
+
+def chart_triggers() -> dict[Stage, RedisListTrigger]:
+    """The ScaledObjects of the chart rendered with its default values (values.yaml)
+    by Helm's own engine, the same render deploy/k8s is made of."""
+    spec = importlib.util.spec_from_file_location("docflow_deploy_render", REPO / "deploy" / "render.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    scaled = {obj["spec"]["scaleTargetRef"]["name"]: obj["spec"]
+              for obj in render.manifests() if obj["kind"] == "ScaledObject"}
+    triggers = {}
+    for stage, service in SERVICE_OF_STAGE.items():
+        spec = scaled[f"docflow-{service}"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "redis" and trigger.get("metricType", "AverageValue") == "AverageValue"
+        triggers[stage] = RedisListTrigger(
+            list_name=trigger["metadata"]["listName"],
+            list_length=int(trigger["metadata"]["listLength"]),
+            activation_list_length=int(trigger["metadata"].get("activationListLength", "0")),
+            min_replicas=spec["minReplicaCount"],
+            max_replicas=spec["maxReplicaCount"],
+        )
+    return triggers
+
+
+def queue_lengths(client: redis.Redis, triggers: dict[Stage, RedisListTrigger]) -> dict[Stage, int]:
+    """What KEDA's Redis list scaler measures: LLEN of each trigger's listName."""
+    return {stage: client.llen(trigger.list_name) for stage, trigger in triggers.items()}
+
+
+def pipeline_idle(client: redis.Redis, triggers: dict[Stage, RedisListTrigger]) -> bool:
+    """No message queued and none held by a worker: kombu keeps the messages workers
+    hold in its `unacked` hash until they are acknowledged."""
+    return not any(queue_lengths(client, triggers).values()) and client.hlen("unacked") == 0
+
+
+def held_by_workers(client: redis.Redis, queue: str) -> int:
+    """Messages of `queue` a worker has taken and not yet acknowledged (acks_late: the
+    task is still running). kombu stores each as [payload, exchange, routing key]."""
+    return sum(1 for raw in client.hvals("unacked") if json.loads(raw)[2] == queue)
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def long_text(paragraphs: int, seed: int) -> bytes:
+    """Distinct prose, many chunks: an embed task that runs for seconds, not milliseconds."""
+    rng = random.Random(seed)
+    words = ("river station survey morning heron colony canal winter lantern harbour orchard "
+             "granite meadow archive ledger signal valley timber copper beacon glacier ferry "
+             "market quarry mill bridge tower garden island delta marsh forest").split()
+    return samples.text([
+        " ".join(f"Observation {p}.{s}: the {' '.join(rng.choices(words, k=12))}." for s in range(6))
+        for p in range(paragraphs)
+    ])
+
+
+@pytest.fixture
+def embedder_restored(stack):
+    """Leave the stack as found: the embedder running for the tests after this one."""
+    yield
+    if not stack.workers[Stage.EMBED].alive():
+        stack.start_worker(Stage.EMBED)
+        stack.wait_for_worker(Stage.EMBED)
+
+
+def test_only_the_backed_up_stage_scales_out_and_a_scale_down_loses_nothing(stack, api_a, embedder_restored):
+    triggers = chart_triggers()
+    for stage, trigger in triggers.items():
+        assert trigger.list_name == QUEUE_OF_STAGE[stage].value, "listName is the queue the stage consumes"
+    client = redis.Redis.from_url(stack.redis_url)
+    # Earlier tests' documents must be done: stopping a worker mid-task would put its
+    # message back in a queue and into this test's counts.
+    wait_for(lambda: pipeline_idle(client, triggers), 600, "an idle pipeline before the test", interval=0.5)
+
+    # --- the embed stage stops; documents pile up in its queue --------------------------
+    stack.workers[Stage.EMBED].stop()
+    embed = triggers[Stage.EMBED]
+    backlog = 2 * embed.list_length + 1  # enough for KEDA to want more than one embedder
+
+    # The long document goes first so that it heads the embed queue (kombu pushes on
+    # the left and workers pop from the right: first in, first out).
+    long_id = api_a.upload("survey-log.txt", long_text(paragraphs=120, seed=4))
+    wait_for(lambda: client.llen(embed.list_name) == 1, 120, "the long document to reach the embed queue")
+    short_ids = [
+        api_a.upload(f"note-{n}.txt", samples.text([f"Field note {n}: a heron stood in the canal at dawn."]))
+        for n in range(backlog - 1)
+    ]
+    document_ids = [long_id, *short_ids]
+    wait_for(lambda: client.llen(embed.list_name) == backlog, 120, f"{backlog} messages in the embed queue")
+
+    lengths = queue_lengths(client, triggers)
+    assert lengths == {Stage.EXTRACT: 0, Stage.EMBED: backlog, Stage.INDEX: 0}
+    # No message hides in kombu's unacked hash (prefetch is off): LLEN is the whole backlog.
+    assert client.hlen("unacked") == 0
+    desired = {stage: trigger.desired_replicas(lengths[stage]) for stage, trigger in triggers.items()}
+    assert desired[Stage.EMBED] == min(embed.max_replicas, math.ceil(backlog / embed.list_length)) >= 2
+    scaled_out = [stage for stage, replicas in desired.items() if replicas > triggers[stage].min_replicas]
+    assert scaled_out == [Stage.EMBED], f"desired replicas {desired} for queue lengths {lengths}"
+    for stage in (Stage.EXTRACT, Stage.INDEX):
+        assert desired[stage] == triggers[stage].min_replicas
+
+    # --- an embedder starts, takes the long document, and is scaled down mid-task -------
+    worker = stack.start_worker(Stage.EMBED)
+    stack.wait_for_worker(Stage.EMBED)
+    wait_for(lambda: api_a.document(long_id)["status"] == "embedding", 120, "the long document's embedding",
+             interval=0.02)
+    # A scale-down's SIGTERM goes to the container's PID 1 (tini in the image, which
+    # forwards it to the Celery main process only): signal that process, not its group.
+    os.kill(worker.pid, signal.SIGTERM)
+    assert held_by_workers(client, embed.list_name) == 1, "the signal must land mid-task"
+    assert api_a.document(long_id)["status"] == "embedding"
+
+    # Warm shutdown: the running task finishes (within the hard time limit that the
+    # chart's terminationGracePeriodSeconds outlasts), nothing new is taken, the worker exits.
+    _, hard_limit = stack.settings().time_limits(Stage.EMBED)
+    assert worker.popen.wait(timeout=hard_limit + 15) == 0
+    assert api_a.document(long_id)["status"] in {"indexing", "completed"}, "the in-flight task was finished"
+    assert held_by_workers(client, embed.list_name) == 0, "and acknowledged, not left for redelivery"
+    assert client.llen(embed.list_name) == backlog - 1, "a stopping worker takes no new message"
+
+    # --- a new embedder drains the rest: every document completes ----------------------
+    stack.start_worker(Stage.EMBED)
+    stack.wait_for_worker(Stage.EMBED)
+    for document_id in document_ids:
+        record = api_a.wait_final(document_id, timeout=240)
+        assert record["status"] == "completed", (document_id, record["error"])
+        assert record["chunks"] and record["vectors"] == record["chunks"]
+    assert api_a.document(long_id)["chunks"] > 16, "the long document must make a long task"
+    # (the last acknowledgement may trail the status update by a moment)
+    wait_for(lambda: pipeline_idle(client, triggers), 30, "every message acknowledged")
