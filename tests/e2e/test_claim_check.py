@@ -14,7 +14,7 @@ from docflow.shared.names import QUEUE_OF_STAGE, Stage
 LIMIT = 4096
 
 
-def wait_for_message(client: redis.Redis, stage: Stage, timeout: float = 120) -> bytes:
+def wait_for_message(client: redis.Redis, stage: Stage, timeout: float = 300) -> bytes:
     queue = QUEUE_OF_STAGE[stage].value
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
