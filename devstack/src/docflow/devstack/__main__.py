@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from docflow.devstack.stack import DEV_API_KEYS, LocalStack
+from docflow.shared.names import SERVICE_OF_STAGE
 
 
 def main() -> int:
@@ -32,11 +33,14 @@ def main() -> int:
     print("Starting docflow: redis, extractor, embedder, indexer, gateway ...", flush=True)
     stack.start()
     api_key = env.get("DOCFLOW_API_KEYS", DEV_API_KEYS).split(",")[0].split("=")[0]
+    worker_metrics = "".join(f"\n            {stack.metrics_url(stage)}   ({SERVICE_OF_STAGE[stage]})"
+                             for stage in stack.metrics_ports)
     print(f"""
 docflow is running.
   Gateway:  {stack.gateway_url}   (API docs: {stack.gateway_url}/docs)
   API key:  {api_key}
   Redis:    {stack.redis_url}
+  Metrics:  {stack.gateway_url}/metrics   (gateway and queues){worker_metrics}
   Logs:     {stack.logs_dir}/
 
 Try:  curl -H 'Authorization: Bearer {api_key}' -F file=@README.md {stack.gateway_url}/v1/documents

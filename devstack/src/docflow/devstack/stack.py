@@ -5,6 +5,7 @@ stack, so what the tests prove is what a user runs.
 """
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ class LocalStack:
     redis_url: str | None = None
     redis: RedisServer | None = None
     workers: dict[Stage, Process] = field(default_factory=dict)
+    # Each stage's worker serves /metrics on its own port (a pod's DOCFLOW_METRICS_PORT).
+    metrics_ports: dict[Stage, int] = field(default_factory=dict)
     gateway: Process | None = None
 
     def __post_init__(self) -> None:
@@ -68,9 +71,27 @@ class LocalStack:
             **self.env,
         }
         env["DOCFLOW_GATEWAY_PORT"] = str(self.gateway_port)
+        # Only workers (prefork) use prometheus_client's multiprocess mode.
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if self.redis_url:
             env["DOCFLOW_REDIS_URL"] = self.redis_url
         return env
+
+    def metrics_url(self, stage: Stage) -> str:
+        return f"http://127.0.0.1:{self.metrics_ports[stage]}/metrics"
+
+    def worker_env(self, stage: Stage) -> dict[str, str]:
+        """A worker's environment: its own metrics port, and a fresh multiprocess
+        directory for prometheus_client, set before Python starts (DESIGN.md)."""
+        previous = self.workers.get(stage)
+        if stage not in self.metrics_ports or (previous is not None and previous.alive()):
+            self.metrics_ports[stage] = free_port()
+        port = self.metrics_ports[stage]
+        multiproc_dir = self.data_dir / "metrics" / f"{SERVICE_OF_STAGE[stage]}-{port}"
+        shutil.rmtree(multiproc_dir, ignore_errors=True)
+        multiproc_dir.mkdir(parents=True)
+        return {**self.process_env(), "DOCFLOW_METRICS_HOST": "127.0.0.1",
+                "DOCFLOW_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
 
     def settings(self) -> Settings:
         env = self.process_env()
@@ -99,7 +120,7 @@ class LocalStack:
 
     def start_worker(self, stage: Stage, concurrency: int = 1) -> Process:
         service = SERVICE_OF_STAGE[stage]
-        process = Process(service, worker_argv(stage, concurrency), self.process_env(),
+        process = Process(service, worker_argv(stage, concurrency), self.worker_env(stage),
                           self.logs_dir / f"{service}.log").start()
         self.workers[stage] = process
         return process

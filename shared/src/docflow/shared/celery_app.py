@@ -9,7 +9,9 @@ visibility timeout above every hard time limit.
 from celery import Celery
 
 from docflow.shared.names import STAGE_OF_TASK, TASK_ROUTES
+from docflow.shared.redis_connection import tls_options
 from docflow.shared.settings import Settings
+from docflow.shared.tracing import install_publish_hook
 
 
 def broker_transport_options(settings: Settings) -> dict:
@@ -27,6 +29,8 @@ def broker_transport_options(settings: Settings) -> dict:
 
 def create_celery_app(name: str, settings: Settings) -> Celery:
     app = Celery(f"docflow-{name}", broker=settings.redis_url, backend=settings.redis_url)
+    # Every producer (the gateway, each worker) stamps request id and enqueue time.
+    install_publish_hook()
     annotations = {}
     for task, stage in STAGE_OF_TASK.items():
         soft, hard = settings.time_limits(stage)
@@ -57,4 +61,7 @@ def create_celery_app(name: str, settings: Settings) -> Celery:
         # Redelivered tasks after a lost connection would otherwise run twice at once.
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
+    tls = tls_options(settings)
+    if tls:  # rediss://: the broker and the result backend verify the same way
+        app.conf.update(broker_use_ssl=tls, redis_backend_use_ssl=tls)
     return app

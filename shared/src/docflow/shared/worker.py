@@ -1,14 +1,16 @@
-"""Building a stage's Celery worker app: logging, context binding, per-process setup."""
+"""Building a stage's Celery worker app: logging, context binding, metrics, per-process setup."""
 
 from collections.abc import Callable
 
 import structlog
 from celery import Celery, signals
 
+from docflow.shared import worker_metrics
 from docflow.shared.celery_app import create_celery_app
 from docflow.shared.logging import configure_logging
 from docflow.shared.names import SERVICE_OF_STAGE, Stage
 from docflow.shared.settings import get_settings
+from docflow.shared.tracing import REQUEST_ID, header
 
 
 def create_worker_app(stage: Stage, include: list[str],
@@ -23,6 +25,8 @@ def create_worker_app(stage: Stage, include: list[str],
     configure_logging(SERVICE_OF_STAGE[stage], settings.log_level)
     app = create_celery_app(SERVICE_OF_STAGE[stage], settings)
     app.conf.include = include
+    # Messages Celery refuses (not JSON, malformed, unknown task) become dead letters.
+    app.conf.worker_consumer = "docflow.shared.delivery:DeadLetteringConsumer"
 
     @signals.setup_logging.connect(weak=False)
     def _keep_our_logging(**_kwargs) -> None:
@@ -32,11 +36,16 @@ def create_worker_app(stage: Stage, include: list[str],
     def _bind_task(task_id=None, task=None, **_kwargs) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(task_id=task_id, task_name=task.name if task else None)
+        # The upload's correlation id (docflow.shared.tracing): on every line of this run.
+        request_id = header(task.request, REQUEST_ID) if task else None
+        if request_id:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
 
     @signals.task_postrun.connect(weak=False)
     def _unbind_task(**_kwargs) -> None:
         structlog.contextvars.clear_contextvars()
 
+    worker_metrics.install(app, stage)
     if on_process_start is not None:
         signals.worker_process_init.connect(lambda **_: on_process_start(), weak=False)
     return app

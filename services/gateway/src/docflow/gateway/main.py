@@ -10,6 +10,9 @@ from fastapi import FastAPI
 from docflow.gateway.dependencies import Services
 from docflow.gateway.errors import install_exception_handlers
 from docflow.gateway.middleware import RequestContextMiddleware
+from docflow.gateway.recovery import start_recovery
+from docflow.gateway.routers import admin as admin_routes
+from docflow.gateway.routers import dead_letters
 from docflow.gateway.routers import documents, health, search, tasks
 from docflow.shared.logging import configure_logging
 from docflow.shared.settings import Settings, get_settings
@@ -23,7 +26,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        recovery = start_recovery(services)  # documents whose queue message was lost
         yield
+        if recovery is not None:
+            recovery.cancel()
         services.close()
 
     app = FastAPI(
@@ -39,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     for router in (documents.router, search.router, tasks.router, health.router):
         app.include_router(router)
+    app.include_router(admin_routes.router)
+    app.include_router(dead_letters.router)
     return app
 
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from docflow.gateway.dependencies import Services, ServicesDep
-from docflow.gateway.metrics import metrics_response
+from docflow.gateway.metrics import QueueCollector, metrics_response
 from docflow.gateway.schemas import Health, Readiness
 from docflow.shared.names import Queue
 
@@ -72,5 +72,6 @@ def readyz(
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    return metrics_response()
+def metrics(services: ServicesDep) -> Response:
+    """The gateway's own metrics and, read from Redis now, the queues' (docs/metrics.md)."""
+    return metrics_response(QueueCollector(services.redis, services.settings.redis_key_prefix))

@@ -1,0 +1,94 @@
+"""What waits in each stage's queue and what is being worked on, read from Redis as
+KEDA and kombu see it.
+
+- Backlog: `LLEN <queue>`, the number KEDA's Redis list scaler scales on. kombu keeps
+  a queue's pending messages in the list named after the queue (one priority step,
+  see celery_app.py), so this is the whole backlog.
+- In flight: kombu's `unacked` hash holds every delivered but unacknowledged message
+  as JSON `[message, exchange, routing_key]` under its delivery tag. With acks_late
+  and prefetch off that is exactly the tasks running (plus retries waiting for their
+  ETA, which a worker holds the same way).
+- Oldest waiting message: kombu LPUSHes and workers pop from the right end, so the
+  oldest message is `LINDEX <queue> -1`; its `enqueued_at` header (stamped by
+  docflow.shared.tracing at publish) gives its age. A message without the header
+  (published by another producer) leaves the age unknown.
+"""
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from kombu.transport.redis import Channel
+
+from docflow.shared.names import QUEUE_OF_STAGE, Stage
+from docflow.shared.tracing import ENQUEUED_AT
+
+# kombu's own key names (a `global_keyprefix` transport option would prefix them).
+UNACKED_KEY = Channel.unacked_key
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    stage: Stage
+    queue: str
+    backlog: int
+    in_flight: int
+    oldest_age_seconds: float | None
+
+
+def _json(raw: str | bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def message_enqueued_at(raw: str | bytes | None) -> float | None:
+    """The `enqueued_at` header of a raw kombu message (as stored in the list)."""
+    message = _json(raw)
+    if not isinstance(message, dict):
+        return None
+    value = (message.get("headers") or {}).get(ENQUEUED_AT)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _unacked_queue(raw: str | bytes) -> str | None:
+    entry = _json(raw)
+    if not isinstance(entry, list) or len(entry) < 3:
+        return None
+    # Celery routes each task with routing key = queue name (task_routes).
+    return entry[2]
+
+
+def read_queue_stats(client: redis.Redis, now: float | None = None) -> list[QueueStats]:
+    """One round trip for every stage's queue; raises redis errors as they come."""
+    now = time.time() if now is None else now
+    pipe = client.pipeline(transaction=False)
+    for stage in Stage:
+        pipe.llen(QUEUE_OF_STAGE[stage].value)
+        pipe.lindex(QUEUE_OF_STAGE[stage].value, -1)
+    pipe.hvals(UNACKED_KEY)
+    *per_queue, unacked = pipe.execute()
+    in_flight = Counter(_unacked_queue(raw) for raw in unacked)
+    stats = []
+    for index, stage in enumerate(Stage):
+        backlog, oldest = int(per_queue[2 * index]), per_queue[2 * index + 1]
+        queue = QUEUE_OF_STAGE[stage].value
+        enqueued_at = message_enqueued_at(oldest)
+        if backlog == 0:
+            age = 0.0
+        elif enqueued_at is None:
+            age = None
+        else:
+            age = max(0.0, now - enqueued_at)
+        stats.append(QueueStats(stage=stage, queue=queue, backlog=backlog, in_flight=in_flight[queue],
+                                oldest_age_seconds=age))
+    return stats

@@ -1,0 +1,105 @@
+"""A correlation id follows a document through every process; the operations API sees
+the real queues and workers.
+
+The id a client sends as X-Request-ID travels in the Celery message headers through
+extract, embed and index and is on every log line about the document, in each
+worker's own log file. The admin routes are served by a gateway app built in this
+process against the stack's Redis (the stack's gateway has no admin key configured):
+what they report comes from the real workers answering Celery broadcasts and from
+the real queues.
+"""
+
+import json
+import time
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from docflow.devstack import samples
+from docflow.gateway.main import create_app
+from docflow.shared.names import Stage
+
+ADMIN_KEY = "e2e-admin-key"
+
+
+def log_records(path) -> list[dict]:
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return records
+
+
+def test_the_request_id_is_on_every_log_line_of_the_document_in_every_stage(stack, api_a):
+    request_id = f"trace-{uuid.uuid4().hex[:12]}"
+    response = api_a.http.post("/v1/documents", headers={"X-Request-ID": request_id},
+                               files={"file": ("trace.txt", samples.text(["Follow this document."]))})
+    assert response.status_code == 202
+    assert response.headers["X-Request-ID"] == request_id
+    document_id = response.json()["document_id"]
+    assert api_a.wait_final(document_id)["status"] == "completed"
+    time.sleep(0.5)  # the last lines reach the log files
+
+    gateway = [r for r in log_records(stack.logs_dir / "gateway.log") if r.get("request_id") == request_id]
+    assert {"document accepted", "pipeline enqueued", "request"} <= {r["event"] for r in gateway}
+    for service in ("extractor", "embedder", "indexer"):
+        records = log_records(stack.logs_dir / f"{service}.log")
+        about_document = [r for r in records if document_id in json.dumps(r)]
+        assert about_document, f"{service}: nothing logged about the document"
+        untagged = [r["event"] for r in about_document if r.get("request_id") != request_id]
+        assert not untagged, f"{service}: lines about the document without its request id: {untagged}"
+
+
+@pytest.fixture
+def admin(stack):
+    settings = stack.settings().model_copy(update={"admin_api_keys": SecretStr(ADMIN_KEY)})
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+        yield client
+
+
+def long_text(paragraphs: int) -> bytes:
+    return samples.text([f"Paragraph {p}: " + " ".join(f"ledger{p}x{w} harbour signal" for w in range(40))
+                         for p in range(paragraphs)])
+
+
+def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, api_a, admin):
+    workers = admin.get("/v1/admin/workers").json()["workers"]
+    by_stage = {stage: [w for w in workers if w["stages"] == [stage.value]] for stage in Stage}
+    for stage, found in by_stage.items():
+        assert len(found) == 1, (stage, workers)
+        assert found[0]["queues"] == [f"docflow.{stage.value}"]
+        assert found[0]["concurrency"] == 1
+
+    # Long enough that the embed task runs for seconds: each admin call waits up to a
+    # second for the workers' answers.
+    document_id = api_a.upload("long.txt", long_text(150))
+    seen = {}
+
+    def embedding_in_flight() -> bool:
+        workers = admin.get("/v1/admin/workers").json()["workers"]
+        embedder = next(w for w in workers if w["stages"] == ["embed"])
+        if embedder["active_tasks"] != 1:
+            return False
+        queues = {q["stage"]: q for q in admin.get("/v1/admin/queues").json()["queues"]}
+        seen.update(queues=queues, embedder=embedder)
+        return queues["embed"]["in_flight"] == 1
+
+    deadline = time.monotonic() + 120
+    while not embedding_in_flight():
+        assert time.monotonic() < deadline, "never saw the embed task in flight"
+        assert api_a.document(document_id)["status"] not in {"completed", "failed"}, \
+            "the document finished before the embed task was seen running"
+        time.sleep(0.05)
+
+    assert seen["queues"]["embed"]["consumers"] == 1
+    (task,) = seen["embedder"]["active"]
+    assert task["name"] == "docflow.embed.document"
+    assert task["started_at"] is not None
+    assert api_a.wait_final(document_id)["status"] == "completed"
+    after = admin.get("/v1/admin/queues").json()
+    assert all(q["in_flight"] == 0 and q["backlog"] == 0 for q in after["queues"]), after
