@@ -31,6 +31,15 @@ test-fast: install
 e2e: install
 	$(PY) -m pytest tests/e2e
 
+# `make test` runs the load test with 80 documents; the soak runs the full count.
+SOAK_DOCUMENTS ?= 500
+SOAK_CLIENTS ?= 16
+.PHONY: soak
+## soak: the accounting-under-load test with SOAK_DOCUMENTS (500) documents from SOAK_CLIENTS clients
+soak: install
+	DOCFLOW_LOAD_DOCUMENTS=$(SOAK_DOCUMENTS) DOCFLOW_LOAD_CLIENTS=$(SOAK_CLIENTS) \
+	  $(PY) -m pytest tests/e2e/test_faults_load.py -s
+
 clean:
 	rm -rf .data $(VENV)
 
@@ -62,3 +71,14 @@ images:
 	  echo "==> $(IMAGE_REGISTRY)/docflow-$$svc:$(IMAGE_TAG)"; \
 	  DOCKER_BUILDKIT=1 $(DOCKER) build -f services/$$svc/Dockerfile -t $(IMAGE_REGISTRY)/docflow-$$svc:$(IMAGE_TAG) . || exit 1; \
 	done
+
+# --- Benchmarks -------------------------------------------------------------------------
+.PHONY: bench bench-peer
+
+## bench: every figure of docs/benchmarks.md, each side by side with its reference (about 20 min)
+bench: install bench-peer
+	$(PY) -m bench.run
+
+## bench-peer: LlamaIndex (the benchmark's peer) in its own virtualenv, .venv-bench
+bench-peer:
+	bash bench/setup_peer_venv.sh

@@ -5,8 +5,10 @@ Time limits and the visibility timeout are shortened (but keep their ordering) s
 that a message held by a killed worker is redelivered within seconds.
 """
 
+import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -107,3 +109,57 @@ def api_a(stack: LocalStack) -> Api:
 @pytest.fixture(scope="session")
 def api_b(stack: LocalStack) -> Api:
     return Api(stack.gateway_url, KEY_B, TENANT_B)
+
+
+# --- private stacks with their own settings (the reliability tests) -------------------------
+ADMIN_KEY = "e2e-admin-key"
+FIGURES_DIR = Path(__file__).resolve().parents[2] / ".data" / "reliability"
+
+
+def write_figures(name: str, figures: dict) -> None:
+    """Keep a reliability test's figures (docs/reliability.md quotes the last run's)."""
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    (FIGURES_DIR / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\n{name} figures:", json.dumps(figures))
+
+
+@contextmanager
+def own_stack(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str],
+              redis_url: str | None = None) -> Iterator[LocalStack]:
+    """A second stack for one module, with settings the session stack must not have
+    (short retries, tiny limits...). Use it module-scoped: this 2-core machine runs at
+    most one of them beside the session stack."""
+    local = LocalStack(data_dir=Path(tmp_path_factory.mktemp(name)), env=env, redis_url=redis_url)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+        for log in sorted(local.logs_dir.glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()
+            errors = [line for line in lines if '"level": "error"' in line][-5:]
+            if errors:
+                print(f"\n--- {name}/{log.name}: last errors ---\n" + "\n".join(errors))
+
+
+class Admin:
+    """An operator's view of a gateway (DOCFLOW_ADMIN_API_KEYS)."""
+
+    def __init__(self, base_url: str, key: str = ADMIN_KEY) -> None:
+        self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+    def dead_letters(self) -> list[dict]:
+        response = self.http.get("/v1/admin/dead-letters", params={"limit": 1000})
+        assert response.status_code == 200, response.text
+        return response.json()["dead_letters"]
+
+    def dead_letter_for(self, document_id: str) -> dict:
+        letters = [d for d in self.dead_letters() if d["document_id"] == document_id]
+        assert len(letters) == 1, f"expected one dead letter for {document_id}: {letters}"
+        return letters[0]
+
+    def replay(self, letter_id: str) -> dict:
+        response = self.http.post(f"/v1/admin/dead-letters/{letter_id}/replay")
+        assert response.status_code == 202, response.text
+        return response.json()
+

@@ -1,7 +1,10 @@
 """The dead-letter record: tasks that exhausted their retries, with why and where.
 
 Kept in Redis (a hash of entries plus a list for order) so operators can list and
-replay them; nothing that failed for a transient reason is dropped silently.
+replay them; nothing that failed for a transient reason is dropped silently. Three
+kinds of message end here: a task whose retries ran out, a task redelivered more
+than DOCFLOW_MAX_DELIVERIES times (a poison message), and a message no worker could
+decode, which is kept (a bounded excerpt) for inspection but cannot be replayed.
 """
 
 import json
@@ -12,6 +15,9 @@ import redis
 from pydantic import BaseModel
 
 from docflow.shared.status import utcnow
+
+# An undecodable message's body is kept for diagnosis, never whole: it may be huge.
+MAX_BODY_EXCERPT_CHARS = 2048
 
 
 class DeadLetter(BaseModel):
@@ -27,6 +33,10 @@ class DeadLetter(BaseModel):
     document_id: str | None = None
     tenant: str | None = None
     dead_lettered_at: str
+    # False for a message that could not be decoded: there is nothing to re-send.
+    replayable: bool = True
+    content_type: str | None = None
+    body_excerpt: str | None = None
 
 
 class DeadLetterStore:
@@ -37,16 +47,33 @@ class DeadLetterStore:
 
     def add(self, **fields: Any) -> DeadLetter:
         letter = DeadLetter(id=uuid.uuid4().hex, dead_lettered_at=utcnow().isoformat(), **fields)
+        return self.put_back(letter)
+
+    def put_back(self, letter: DeadLetter) -> DeadLetter:
+        """Store a letter (again, after a replay that could not be carried out)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.entries_key, letter.id, letter.model_dump_json())
         pipe.lpush(self.list_key, letter.id)
         pipe.execute()
         return letter
 
-    def list(self, limit: int = 100) -> list[DeadLetter]:
-        ids = self.redis.lrange(self.list_key, 0, limit - 1)
+    def list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        """Newest first."""
+        ids = self.redis.lrange(self.list_key, offset, offset + limit - 1)
         raw = self.redis.hmget(self.entries_key, ids) if ids else []
         return [DeadLetter.model_validate(json.loads(r)) for r in raw if r]
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        raw = self.redis.hget(self.entries_key, letter_id)
+        return DeadLetter.model_validate(json.loads(raw)) if raw else None
+
+    def remove(self, letter_id: str) -> bool:
+        """Forget one letter (replayed or discarded); False if it was already gone."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self.entries_key, letter_id)
+        pipe.lrem(self.list_key, 0, letter_id)
+        removed, _ = pipe.execute()
+        return bool(removed)
 
     def count(self) -> int:
         return int(self.redis.llen(self.list_key))

@@ -23,6 +23,12 @@ class ErrorCode(StrEnum):
     VECTOR_STORE_UNAVAILABLE = "vector_store_unavailable"
     OCR_UNAVAILABLE = "ocr_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # Delivered more than DOCFLOW_MAX_DELIVERIES times: its runs keep dying (a poison
+    # message that crashes or hangs its worker), so it is dead-lettered, not retried.
+    REDELIVERY_LIMIT = "redelivery_limit"
+    # A queued message no worker could decode (wrong serializer, malformed body,
+    # unknown task): recorded as a dead letter, never run.
+    UNDECODABLE_MESSAGE = "undecodable_message"
 
 
 class PipelineError(Exception):

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     # --- Redis: broker, result backend and status store -------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = "docflow:"
+    # Credentials travel in the URL: redis://:password@host/0, or
+    # redis://user:password@host/0 for an ACL user. A `rediss://` URL speaks TLS and
+    # verifies the server against this CA bundle (the system's when unset); a client
+    # certificate and key are sent when the server asks for one (`tls-auth-clients`).
+    redis_tls_ca_file: Path | None = None
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
+    redis_tls_verify: Literal["required", "optional", "none"] = "required"
 
     # --- Gateway ----------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
@@ -48,6 +56,16 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     search_timeout_seconds: float = Field(default=30.0, gt=0)
     list_page_size_max: int = Field(default=100, gt=0)
+    # Per-tenant token buckets kept in Redis, so every gateway replica draws on the
+    # same budget: a bucket holds a minute's worth and refills continuously. Beyond
+    # it a request gets 429 with Retry-After. 0 turns a limit off.
+    upload_rate_limit_per_minute: int = Field(default=600, ge=0)
+    search_rate_limit_per_minute: int = Field(default=600, ge=0)
+    # The gateway restarts documents whose queue message was lost (a Redis crash at
+    # the wrong moment, see docflow.gateway.recovery): it looks every interval (0 =
+    # never) at documents in flight unchanged for at least the idle time.
+    recovery_interval_seconds: int = Field(default=60, ge=0)
+    recovery_min_idle_seconds: int = Field(default=120, gt=0)
 
     # --- Storage (originals and artifacts) ---------------------------------------
     storage_backend: Literal["local", "s3"] = "local"
@@ -62,10 +80,21 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=200, ge=16)
     chunk_overlap_tokens: int = Field(default=40, ge=0)
     max_pdf_pages: int = Field(default=5000, gt=0)
+    # PDFs with at least this many pages are split into ranges of
+    # `fanout_range_pages` pages, extracted by parallel tasks on the extract queue
+    # and merged (docflow.extractor.fanout). A range bounds a task's memory and time.
+    fanout_min_pages: int = Field(default=100, gt=0)
+    fanout_range_pages: int = Field(default=20, gt=0)
+    # A DOCX is a zip: the sizes its entries declare are checked before python-docx
+    # inflates anything (zip bombs); see readers/word.py.
+    max_docx_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
     # --- Embedder -----------------------------------------------------------------
     embedder: Literal["minilm", "openai", "hash"] = "minilm"
-    embedding_batch_size: int = Field(default=64, gt=0)
+    # Chunks per model call. For all-MiniLM-L6-v2 on CPU, 8 to 64 run at the same
+    # speed (2 cores; bench/, docs/benchmarks.md), 128 slower; activation memory grows
+    # with the batch (about +0.3 GB at 32, +0.5 GB at 64), so 32.
+    embedding_batch_size: int = Field(default=32, gt=0)
     hash_dimensions: int = Field(default=384, gt=0)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr = SecretStr("")
@@ -78,7 +107,9 @@ class Settings(BaseSettings):
     pinecone_api_key: SecretStr = SecretStr("")
     pinecone_index_host: str | None = None
     pinecone_index_name: str = "docflow"
-    upsert_batch_size: int = Field(default=500, gt=0, le=1000)
+    # Vectors per write: Pinecone's limit (it also caps a request at 2 MB, which its
+    # store enforces); for LanceDB every write is a commit, so fewer, larger is faster.
+    upsert_batch_size: int = Field(default=1000, gt=0, le=1000)
 
     # --- Task execution -------------------------------------------------------------
     # Soft limits raise inside the task (we record `timeout`); hard limits kill the
@@ -92,7 +123,15 @@ class Settings(BaseSettings):
     index_time_limit: int = 180
     visibility_timeout: int = 3600
     max_retries: int = Field(default=3, ge=0)
+    # Retry n waits up to retry_backoff * 2**n seconds (at most retry_backoff_max);
+    # with jitter, a random time up to that ("full jitter").
+    retry_backoff: int = Field(default=2, ge=1)
     retry_backoff_max: int = 600
+    retry_jitter: bool = True
+    # Runs of one stage for one document version, retries and redeliveries together.
+    # A message redelivered beyond this (its runs keep crashing or hanging the worker:
+    # a poison message) is dead-lettered with `redelivery_limit` instead of run again.
+    max_deliveries: int = Field(default=10, gt=0)
     worker_concurrency: int = Field(default=1, gt=0)
 
     # --- Observability ----------------------------------------------------------------
@@ -100,6 +139,9 @@ class Settings(BaseSettings):
     # Workers serve Prometheus metrics on this port (the gateway serves /metrics on
     # its own HTTP port).
     metrics_port: int = Field(default=9100, gt=0, lt=65536)
+    # In a pod every interface (Prometheus scrapes the pod IP); the local stack uses
+    # 127.0.0.1.
+    metrics_host: str = "0.0.0.0"
 
     @field_validator("chunk_overlap_tokens")
     @classmethod
@@ -135,6 +177,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"DOCFLOW_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed the "
                 f"longest hard task time limit ({longest}s)"
+            )
+        if self.max_deliveries <= self.max_retries:
+            raise ValueError(
+                f"DOCFLOW_MAX_DELIVERIES ({self.max_deliveries}) must exceed DOCFLOW_MAX_RETRIES "
+                f"({self.max_retries}): every retry is a delivery too"
             )
 
 

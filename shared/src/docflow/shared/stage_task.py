@@ -5,8 +5,16 @@ Retries use Celery's own autoretry with exponential backoff and full jitter for
 task finally fails its document is marked `failed` with a code, message and stage,
 and a task that failed for a reason other than its input is dead-lettered so an
 operator can replay it.
+
+Two things end a run without it being the task's failure. Redis unreachable mid-run:
+nothing is recorded and the message is requeued (`docflow.shared.delivery`). And a
+message delivered more than DOCFLOW_MAX_DELIVERIES times -- its runs keep dying, e.g.
+a document that gets its worker OOM-killed every time, which `acks_late` plus
+`task_reject_on_worker_lost` would otherwise redeliver forever -- is dead-lettered
+with `redelivery_limit` at the start of its next run instead of being run again.
 """
 
+import time
 from functools import cached_property
 from typing import Any
 
@@ -15,10 +23,13 @@ import structlog
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
+from docflow.shared import metrics
 from docflow.shared.deadletters import DeadLetterStore
+from docflow.shared.delivery import is_redis_unreachable
 from docflow.shared.errors import ErrorCode, PermanentError, PipelineError, TransientError
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import QUEUE_OF_STAGE, STAGE_OF_TASK, Stage
+from docflow.shared.redis_connection import redis_client
 from docflow.shared.settings import Settings, get_settings
 from docflow.shared.status import DocumentError, DocumentStatus, StatusStore
 from docflow.shared.storage import Storage, open_storage
@@ -47,8 +58,8 @@ class DocflowTask(Task):
     """Lazy per-process resources (opened after fork) and the retry policy."""
 
     autoretry_for = (TransientError, SoftTimeLimitExceeded)
-    retry_backoff = 2
-    retry_jitter = True
+    # Redis unreachable mid-run: requeue instead of failing (docflow.shared.delivery).
+    Request = "docflow.shared.delivery:DocflowRequest"
     # Query tasks set this False: replaying a search after its caller is gone
     # computes an answer nobody reads.
     dead_letter_on_failure = True
@@ -65,13 +76,22 @@ class DocflowTask(Task):
     def max_retries(self) -> int:  # type: ignore[override]
         return self.settings.max_retries
 
+    # Celery's autoretry reads these three once, when the task is registered.
+    @property
+    def retry_backoff(self) -> int:  # type: ignore[override]
+        return self.settings.retry_backoff
+
     @property
     def retry_backoff_max(self) -> int:  # type: ignore[override]
         return self.settings.retry_backoff_max
 
+    @property
+    def retry_jitter(self) -> bool:  # type: ignore[override]
+        return self.settings.retry_jitter
+
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        return redis_client(self.settings)
 
     @cached_property
     def storage(self) -> Storage:
@@ -91,17 +111,27 @@ class DocflowTask(Task):
             self.__dict__.pop(name, None)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        if is_redis_unreachable(exc):
+            return  # not the task's failure: DocflowRequest requeues the message
         code, message, replayable = classify(exc)
         log.error("task failed", error_code=code.value, error=message, task_id=task_id)
         if replayable and self.dead_letter_on_failure:
-            document = _message_or_none(args)
-            self.dead_letters.add(
-                task_name=self.name, task_id=task_id, queue=QUEUE_OF_STAGE[self.stage].value,
-                args=list(args), stage=self.stage.value, error_code=code.value,
-                error_message=message, attempts=self.request.retries + 1,
-                document_id=document.document_id if document else None,
-                tenant=document.tenant if document else None,
-            )
+            self.dead_letter(task_id, args, code, message, self.attempts_of(args))
+
+    def attempts_of(self, args: Any) -> int:
+        """Runs so far. (A hard time limit's on_failure runs in the worker's main
+        process, where no request is bound: retries reads 0 there.)"""
+        return (self.request.retries or 0) + 1
+
+    def dead_letter(self, task_id: str, args: Any, code: ErrorCode, message: str, attempts: int) -> None:
+        document = _message_or_none(args)
+        self.dead_letters.add(
+            task_name=self.name, task_id=task_id or "", queue=QUEUE_OF_STAGE[self.stage].value,
+            args=list(args), stage=self.stage.value, error_code=code.value,
+            error_message=message, attempts=attempts,
+            document_id=document.document_id if document else None,
+            tenant=document.tenant if document else None,
+        )
 
 
 def _message_or_none(args: Any) -> PipelineMessage | None:
@@ -119,25 +149,51 @@ class StageTask(DocflowTask):
         msg = PipelineMessage.model_validate(message)
         structlog.contextvars.bind_contextvars(document_id=msg.document_id, version=msg.version,
                                                stage=self.stage.value)
-        if not self.status.begin_attempt(msg.document_id, msg.version, self.stage.value):
+        attempt = self.status.begin_attempt(msg.document_id, msg.version, self.stage.value)
+        if not attempt:
             log.info("skipping stale run: document deleted, reprocessed or already final")
             raise Ignore()
+        if attempt > self.settings.max_deliveries:
+            self._give_up_on_a_poison_message(msg, attempt)
+            raise Ignore()  # acked: the chain stops here, the record says why
         self.status.update(msg.document_id, msg.version, STATUS_OF_STAGE[self.stage],
                            PROGRESS_SPAN[self.stage][0])
         return msg
 
-    def report(self, msg: PipelineMessage, done: float, total: float, **counts: Any) -> None:
-        """Progress within this stage (done of total) plus any counts to record."""
+    def report(self, msg: PipelineMessage, done: float, total: float, **counts: Any) -> bool:
+        """Progress within this stage (done of total) plus any counts to record.
+
+        False if the run is stale (document deleted, reprocessed or final): the same
+        round trip tells a long task whether to go on.
+        """
         low, high = PROGRESS_SPAN[self.stage]
         fraction = done / total if total else 1.0
-        self.status.update(msg.document_id, msg.version,
-                           progress=int(low + fraction * (high - low)), **counts)
+        return self.status.update(msg.document_id, msg.version,
+                                  progress=int(low + fraction * (high - low)), **counts)
+
+    def _give_up_on_a_poison_message(self, msg: PipelineMessage, attempt: int) -> None:
+        runs = attempt - 1
+        message = (f"the {self.stage.value} stage ran {runs} times for this document without "
+                   f"finishing (DOCFLOW_MAX_DELIVERIES={self.settings.max_deliveries}); its runs "
+                   "keep dying (worker killed, crashed or out of memory), so it is not run again")
+        log.error("poison message dead-lettered", attempts=runs)
+        self.dead_letter(self.request.id, [msg.model_dump()], ErrorCode.REDELIVERY_LIMIT, message, runs)
+        if self.status.fail(msg.document_id, msg.version, DocumentError(
+                code=ErrorCode.REDELIVERY_LIMIT, message=message, stage=self.stage.value)):
+            metrics.document_finished(DocumentStatus.FAILED.value, msg.content_type, None, time.time())
+
+    def attempts_of(self, args: Any) -> int:
+        msg = _message_or_none(args)
+        record = self.status.get(msg.document_id) if msg else None
+        recorded = record.attempts if record and record.version == msg.version else 0
+        return max(super().attempts_of(args), recorded)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         super().on_failure(exc, task_id, args, kwargs, einfo)
         msg = _message_or_none(args)
-        if msg is None:
+        if msg is None or is_redis_unreachable(exc):
             return
         code, message, _ = classify(exc)
-        self.status.fail(msg.document_id, msg.version,
-                         DocumentError(code=code, message=message, stage=self.stage.value))
+        if self.status.fail(msg.document_id, msg.version,
+                            DocumentError(code=code, message=message, stage=self.stage.value)):
+            metrics.document_finished(DocumentStatus.FAILED.value, msg.content_type, None, time.time())

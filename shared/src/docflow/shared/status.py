@@ -67,8 +67,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# KEYS[1] = document hash.  ARGV: version, now, status ('' = keep), progress ('' = keep),
-# then field/value pairs to set.  Returns 1 if applied, 0 if stale/final/backwards.
+# KEYS[1] = document hash, KEYS[2] = the in-flight set.  ARGV: version, now, status
+# ('' = keep), progress ('' = keep), then field/value pairs to set.  Returns 1 if
+# applied, 0 if stale/final/backwards.
 _UPDATE_LUA = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current or current ~= ARGV[1] then return 0 end
@@ -78,6 +79,9 @@ if status == 'completed' or status == 'failed' or status == 'cancelled' then ret
 if ARGV[3] ~= '' then
   if rank[ARGV[3]] < rank[status] then return 0 end
   redis.call('HSET', KEYS[1], 'status', ARGV[3])
+  if ARGV[3] == 'completed' or ARGV[3] == 'failed' or ARGV[3] == 'cancelled' then
+    redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'document_id'))
+  end
 end
 if ARGV[4] ~= '' then
   local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
@@ -101,17 +105,41 @@ end
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
-# KEYS[1] = hash; ARGV: task_id, now, then field/value pairs to reset. Returns the new
-# version, or false when the record does not exist.
+# KEYS[1] = hash, KEYS[2] = the in-flight set; ARGV: task_id, now, expected version and
+# expected updated_at ('' = any: a reprocess; both set: a recovery, which must not
+# restart a document that moved meanwhile), then field/value pairs to reset. Returns
+# the new version, or false when the record does not exist or moved.
 _RESTART_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[3] ~= '' then
+  local current = redis.call('HMGET', KEYS[1], 'version', 'updated_at', 'status')
+  if current[1] ~= ARGV[3] or current[2] ~= ARGV[4] then return false end
+  if current[3] == 'completed' or current[3] == 'failed' or current[3] == 'cancelled' then return false end
+end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'attempts', '0',
            'task_id', ARGV[1], 'updated_at', ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local clock = redis.call('TIME')
+redis.call('ZADD', KEYS[2], clock[1], redis.call('HGET', KEYS[1], 'document_id'))
 return version
 """
 _RESET_ON_RESTART = ("pages", "chunks", "vectors", "stage", "error", "completed_at")
+
+# A failed version back in flight, for the replay of its dead-lettered stage: the
+# only way out of a final status. KEYS[1] = hash, KEYS[2] = the in-flight set; ARGV:
+# version, now. Returns 1 if reopened, 0 if the version is not current or the document
+# is not `failed`.
+_REOPEN_LUA = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current or current ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', '0', 'stage', '', 'error', '',
+           'completed_at', '', 'updated_at', ARGV[2])
+local clock = redis.call('TIME')
+redis.call('ZADD', KEYS[2], clock[1], redis.call('HGET', KEYS[1], 'document_id'))
+return 1
+"""
 
 _JSON_FIELDS = ("metadata", "error")
 
@@ -135,6 +163,7 @@ class StatusStore:
         self._update = client.register_script(_UPDATE_LUA)
         self._attempt = client.register_script(_ATTEMPT_LUA)
         self._restart = client.register_script(_RESTART_LUA)
+        self._reopen = client.register_script(_REOPEN_LUA)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "docflow:") -> "StatusStore":
@@ -145,6 +174,24 @@ class StatusStore:
 
     def _tenant_key(self, tenant: str) -> str:
         return f"{self.prefix}tenant:{tenant}:documents"
+
+    @property
+    def in_flight_key(self) -> str:
+        """Every document not yet final, scored by when it (re)entered the pipeline:
+        what the recovery sweep (docflow.gateway.recovery) checks, without scanning
+        every document of every tenant."""
+        return f"{self.prefix}documents:in_flight"
+
+    def in_flight(self, limit: int = 10_000) -> list[str]:
+        """Ids of documents not yet final, longest in flight first."""
+        return self.redis.zrange(self.in_flight_key, 0, limit - 1)
+
+    def activity(self, document_ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
+        """{document id: (raw version, raw updated_at, status, task id)} for those that exist."""
+        pipe = self.redis.pipeline()
+        for document_id in document_ids:
+            pipe.hmget(self._doc_key(document_id), "version", "updated_at", "status", "task_id")
+        return {d: (v, u, s, t or "") for d, (v, u, s, t) in zip(document_ids, pipe.execute()) if v and u}
 
     # --- reads -----------------------------------------------------------------
     def get(self, document_id: str) -> DocumentRecord | None:
@@ -190,19 +237,31 @@ class StatusStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self._doc_key(record.document_id), mapping=fields)
         pipe.zadd(self._tenant_key(record.tenant), {record.document_id: record.created_at.timestamp()})
+        if record.status not in FINAL_STATUSES:
+            pipe.zadd(self.in_flight_key, {record.document_id: record.created_at.timestamp()})
         pipe.execute()
 
-    def restart(self, document_id: str, task_id: str) -> int | None:
+    def restart(self, document_id: str, task_id: str,
+                if_unchanged: tuple[str, str] | None = None) -> int | None:
         """Start a new pipeline version (reprocess): counts, error and progress reset.
 
         Returns the new version, or None if the document was deleted meanwhile (the
-        script never recreates a half-filled record).
+        script never recreates a half-filled record). With `if_unchanged` (the raw
+        `version` and `updated_at` fields, as `activity` reads them), only if the
+        document has not moved since and is not final.
         """
-        version = self._restart(keys=[self._doc_key(document_id)], args=[
-            task_id, utcnow().isoformat(),
+        expected = list(if_unchanged) if if_unchanged is not None else ["", ""]
+        version = self._restart(keys=[self._doc_key(document_id), self.in_flight_key], args=[
+            task_id, utcnow().isoformat(), *expected,
             *[x for field in _RESET_ON_RESTART for x in (field, "")],
         ])
         return int(version) if version else None
+
+    def reopen(self, document_id: str, version: int) -> bool:
+        """Put a failed version back in flight (a dead letter's replay): error cleared,
+        attempts restarted. False unless `version` is current and `failed`."""
+        return bool(self._reopen(keys=[self._doc_key(document_id), self.in_flight_key],
+                                 args=[version, utcnow().isoformat()]))
 
     def cancel(self, document_id: str) -> bool:
         record = self.get(document_id)
@@ -214,6 +273,7 @@ class StatusStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self._doc_key(document_id))
         pipe.zrem(self._tenant_key(tenant), document_id)
+        pipe.zrem(self.in_flight_key, document_id)
         pipe.execute()
 
     # --- writes by the stages ------------------------------------------------------
@@ -234,7 +294,7 @@ class StatusStore:
                            json.dumps(_RANK)]
         for name, value in fields.items():
             args += [name, _encode(value)]
-        return bool(self._update(keys=[self._doc_key(document_id)], args=args))
+        return bool(self._update(keys=[self._doc_key(document_id), self.in_flight_key], args=args))
 
     def complete(self, document_id: str, version: int, **fields: Any) -> bool:
         return self.update(document_id, version, DocumentStatus.COMPLETED, 100,

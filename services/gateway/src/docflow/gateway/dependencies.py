@@ -10,7 +10,10 @@ from fastapi import Depends, Request
 from docflow.gateway.auth import ApiKeys, Tenant
 from docflow.gateway.celery_producer import CONNECT_TIMEOUT_SECONDS, SOCKET_TIMEOUT_SECONDS, create_producer
 from docflow.gateway.pipeline import Pipeline
+from docflow.gateway.rate_limit import Action, RateLimiter
 from docflow.gateway.task_registry import TaskRegistry
+from docflow.shared.deadletters import DeadLetterStore
+from docflow.shared.redis_connection import redis_client
 from docflow.shared.settings import Settings
 from docflow.shared.status import StatusStore
 from docflow.shared.storage import Storage, open_storage
@@ -28,14 +31,14 @@ class Services:
     pipeline: Pipeline
     tasks: TaskRegistry
     api_keys: ApiKeys
+    dead_letters: DeadLetterStore
+    rate_limiter: RateLimiter
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
         """Connects lazily: the app starts (and /healthz answers) with Redis down."""
-        client = redis.Redis.from_url(
-            settings.redis_url, decode_responses=True,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        )
+        client = redis_client(settings, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                              socket_timeout=SOCKET_TIMEOUT_SECONDS)
         celery = create_producer(settings)
         return cls(
             settings=settings,
@@ -46,6 +49,11 @@ class Services:
             pipeline=Pipeline(celery),
             tasks=TaskRegistry(client, settings.redis_key_prefix, ttl_seconds=celery.conf.result_expires),
             api_keys=ApiKeys(settings.tenants_by_key),
+            dead_letters=DeadLetterStore(client, settings.redis_key_prefix),
+            rate_limiter=RateLimiter(client, settings.redis_key_prefix, {
+                Action.UPLOAD: settings.upload_rate_limit_per_minute,
+                Action.SEARCH: settings.search_rate_limit_per_minute,
+            }),
         )
 
     def close(self) -> None:

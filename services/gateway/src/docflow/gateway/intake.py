@@ -12,7 +12,7 @@ from fastapi import HTTPException, status
 
 from docflow.gateway.dependencies import Services
 from docflow.gateway.filenames import sanitize_filename
-from docflow.gateway.metrics import DOCUMENTS_ACCEPTED
+from docflow.gateway.metrics import DOCUMENTS_ACCEPTED, EMPTY_FILE_DETAIL, UPLOADED_BYTES
 from docflow.gateway.pipeline import new_task_id
 from docflow.gateway.schemas import DocumentAccepted
 from docflow.gateway.task_registry import TaskOwner
@@ -28,7 +28,7 @@ SUPPORTED_TYPES = ", ".join(content_type.value for content_type in ContentType)
 
 def judge_content_type(upload: Upload, filename: str) -> ContentType:
     if upload.size == 0:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the file is empty")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, EMPTY_FILE_DETAIL)
     content_type = sniff(upload.head(SNIFF_BYTES), filename)
     if content_type is None:
         raise HTTPException(
@@ -63,6 +63,7 @@ def accept_document(services: Services, tenant: str, upload: Upload) -> Document
         _undo_accept(services, tenant, document_id, task_id)
         raise
     DOCUMENTS_ACCEPTED.labels(content_type=content_type.value).inc()
+    UPLOADED_BYTES.labels(content_type=content_type.value).inc(upload.size)
     log.info("document accepted", filename=filename, content_type=content_type.value,
              size_bytes=upload.size, task_id=task_id)
     return DocumentAccepted(document_id=document_id, task_id=task_id)

@@ -58,9 +58,12 @@ class Pipeline:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
 
-    def document_chain(self, message: PipelineMessage, task_id: str) -> chain:
+    def document_chain(self, message: PipelineMessage, task_id: str,
+                       from_stage: Stage = Stage.EXTRACT) -> chain:
+        """The stages from `from_stage` on (a replay resumes where its run failed)."""
+        first = [stage for stage, _ in DOCUMENT_STAGES].index(from_stage)
         signatures = []
-        for position, (stage, task) in enumerate(DOCUMENT_STAGES):
+        for position, (stage, task) in enumerate(DOCUMENT_STAGES[first:]):
             # Only the first stage gets the message; chain passes each result on.
             args = [message.model_dump()] if position == 0 else []
             signature = self.celery.signature(task.value, args=args)
@@ -71,6 +74,17 @@ class Pipeline:
         self.document_chain(message, task_id).apply_async()
         log.info("pipeline enqueued", document_id=message.document_id, task_id=task_id,
                  version=message.version)
+
+    def resume_document(self, message: PipelineMessage, task_id: str, from_stage: Stage) -> None:
+        """Enqueue the rest of a document's chain from `from_stage`, whose message already
+        carries the keys of what the earlier stages stored."""
+        self.document_chain(message, task_id, from_stage).apply_async()
+        log.info("pipeline resumed", document_id=message.document_id, task_id=task_id,
+                 version=message.version, stage=from_stage.value)
+
+    def send(self, task_name: str, args: list[Any]) -> str:
+        """Enqueue one task by name (routed to its stage's queue by TASK_ROUTES)."""
+        return self.celery.signature(task_name, args=args).apply_async().id
 
     def enqueue_delete_vectors(self, tenant: str, document_id: str) -> str:
         result = self.celery.signature(Task.DELETE_VECTORS.value, args=[tenant, document_id]).apply_async()

@@ -1,7 +1,8 @@
 """DOCX: paragraphs and tables in document order, via python-docx.
 
 Table rows become one line each, their cells' text joined by " | ", so a row stays
-readable (and searchable) as a unit.
+readable (and searchable) as a unit. The zip is checked for zip and entity bombs
+before python-docx inflates anything (zip_safety.py).
 """
 
 from io import BytesIO
@@ -12,6 +13,7 @@ from docx.text.paragraph import Paragraph
 
 from docflow.extractor.failures import NOT_THE_INPUTS_FAULT
 from docflow.extractor.pages import PageText, Progress
+from docflow.extractor.readers.zip_safety import check_office_zip
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.settings import Settings
 
@@ -19,6 +21,7 @@ CELL_SEPARATOR = " | "
 
 
 def read_docx(data: bytes, settings: Settings, progress: Progress) -> list[PageText]:
+    check_office_zip(data, settings.max_docx_uncompressed_bytes)
     try:
         document = docx.Document(BytesIO(data))
         blocks = [_block_text(block) for block in document.iter_inner_content()]

@@ -12,7 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
 from docflow.gateway.intake import accept_document
+from docflow.gateway.metrics import counting_rejections
 from docflow.gateway.pipeline import new_task_id
+from docflow.gateway.rate_limit import RATE_LIMITED, UploadRateLimited
 from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage
 from docflow.gateway.task_registry import TaskOwner
 from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, receive_upload
@@ -58,15 +60,18 @@ def _document_or_404(services: Services, tenant: str, document_id: str) -> Docum
                413: {"description": "File larger than the configured limit"},
                415: {"description": "Not a supported document type (judged by content)"},
                422: {"description": "Missing file field or metadata that is not a JSON object"},
+               **RATE_LIMITED,
                503: {"description": "Queue or storage unavailable; retry after Retry-After seconds"}},
+    dependencies=[UploadRateLimited],
 )
 async def upload_document(request: Request, services: ServicesDep, tenant: Tenant) -> DocumentAccepted:
     """Store the original and enqueue extract → embed → index; returns at once (202)."""
-    upload = await receive_upload(request, services.settings.max_upload_bytes)
-    try:
-        return await run_in_threadpool(accept_document, services, tenant, upload)
-    finally:
-        upload.close()
+    with counting_rejections():
+        upload = await receive_upload(request, services.settings.max_upload_bytes)
+        try:
+            return await run_in_threadpool(accept_document, services, tenant, upload)
+        finally:
+            upload.close()
 
 
 @router.get("", response_model=DocumentPage)

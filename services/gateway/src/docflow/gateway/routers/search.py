@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
 from docflow.gateway.metrics import SEARCHES
 from docflow.gateway.pipeline import SearchFailed, SearchTimedOut
+from docflow.gateway.rate_limit import RATE_LIMITED, SearchRateLimited
 from docflow.gateway.schemas import SearchHit, SearchRequest, SearchResponse
 
 log = structlog.get_logger(__name__)
@@ -33,8 +34,10 @@ def _existing_for_tenant(services: Services, tenant: str, hits: list[SearchHit])
 
 @router.post(
     "/search", response_model=SearchResponse,
-    responses={502: {"description": "A search worker failed"},
+    responses={**RATE_LIMITED,
+               502: {"description": "A search worker failed"},
                504: {"description": "No result within the search timeout"}},
+    dependencies=[SearchRateLimited],
 )
 def search(request: SearchRequest, services: ServicesDep, tenant: Tenant) -> SearchResponse:
     # A sync endpoint: FastAPI runs it in its threadpool while it waits on workers.

@@ -1,0 +1,91 @@
+"""Per-tenant rate limits on uploads and searches, shared by every gateway replica.
+
+A token bucket per (tenant, action) lives in Redis and is updated by one Lua script,
+so replicas draw on the same budget and two concurrent requests can never both take
+the last token. The script reads Redis's own clock (`TIME`), so replicas' clocks
+need not agree. A bucket holds a minute's worth of requests and refills
+continuously; a request finding it empty gets 429 with `Retry-After`, the whole
+seconds until a token is back. Limits are set per action
+(DOCFLOW_UPLOAD_RATE_LIMIT_PER_MINUTE, DOCFLOW_SEARCH_RATE_LIMIT_PER_MINUTE; 0 = off).
+"""
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis
+from fastapi import Depends, HTTPException, Request, status
+
+from docflow.gateway.auth import Tenant
+
+# KEYS[1] = bucket hash. ARGV: capacity, tokens per second. Returns {allowed (0|1),
+# seconds until one token is available (as a string: Lua numbers become integers)}.
+_TAKE_LUA = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local allowed, wait = 0, 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+class Action(StrEnum):
+    UPLOAD = "upload"
+    SEARCH = "search"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after_seconds: int
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, prefix: str, per_minute: dict[Action, int]) -> None:
+        self.prefix = prefix
+        self.per_minute = per_minute
+        self._take = client.register_script(_TAKE_LUA)
+
+    def take(self, tenant: str, action: Action) -> Decision:
+        limit = self.per_minute.get(action, 0)
+        if limit <= 0:
+            return Decision(True, 0)
+        allowed, wait = self._take(keys=[f"{self.prefix}ratelimit:{action.value}:{tenant}"],
+                                   args=[limit, limit / 60.0])
+        return Decision(bool(int(allowed)), max(1, math.ceil(float(wait))))
+
+
+def _limited(action: Action):
+    # Sync: FastAPI runs it in its threadpool, so a slow Redis never blocks the event loop.
+    def check(request: Request, tenant: Tenant) -> None:
+        limiter: RateLimiter = request.app.state.services.rate_limiter
+        decision = limiter.take(tenant, action)
+        if not decision.allowed:
+            limit = limiter.per_minute[action]
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"too many {action.value} requests for this tenant (limit {limit} per minute); "
+                f"retry after {decision.retry_after_seconds} s",
+                headers={"Retry-After": str(decision.retry_after_seconds)},
+            )
+
+    return Depends(check)
+
+
+UploadRateLimited = _limited(Action.UPLOAD)
+SearchRateLimited = _limited(Action.SEARCH)
+RATE_LIMITED = {status.HTTP_429_TOO_MANY_REQUESTS: {
+    "description": "The tenant's rate limit is used up; retry after Retry-After seconds"}}

@@ -1,0 +1,175 @@
+"""Finding documents whose pipeline message was lost, and starting them again.
+
+kombu's Redis transport takes a message off its queue with BRPOP and only then, in a
+second command, records it in its `unacked` hash (from which a message a dead worker
+held is redelivered). If Redis stops between the two -- a crash or a restart at the
+wrong millisecond -- the message exists nowhere and its document would stay
+`queued` or mid-stage forever. tests/e2e/test_faults_dependencies.py caught exactly
+this: Redis's AOF ended with the RPOP of a just-accepted document's message and no
+unacked write after it.
+
+So the gateway sweeps: every DOCFLOW_RECOVERY_INTERVAL_SECONDS one replica (a Redis
+lock) looks at the documents in flight (StatusStore.in_flight) that have not changed
+for DOCFLOW_RECOVERY_MIN_IDLE_SECONDS. One that no message refers to -- none waiting
+in a stage queue, none delivered to a worker (the unacked hash, which also holds
+retries waiting out their backoff) -- in two scans in a row is started again as a new
+version, exactly like a reprocess; a run of the old version that might still appear
+stops itself, as after any reprocess. While its document is in flight a message is
+always in one of those places, except for the instants it moves between them, which
+the idle time and the second scan rule out.
+"""
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import structlog
+from starlette.concurrency import run_in_threadpool
+
+from docflow.gateway.dependencies import Services
+from docflow.gateway.pipeline import new_task_id
+from docflow.gateway.task_registry import TaskOwner
+from docflow.shared.messages import PipelineMessage
+from docflow.shared.names import Queue
+from docflow.shared.status import FINAL_STATUSES, utcnow
+
+log = structlog.get_logger(__name__)
+
+# kombu's own key for delivered, unacknowledged messages (no global_keyprefix is set).
+UNACKED_HASH = "unacked"
+_PAGE = 500
+# A message is between the queue and the unacked hash for a millisecond or so: never
+# at both of two scans this far apart.
+SECOND_SCAN_AFTER_SECONDS = 0.5
+
+
+def _document_ids(value: Any, depth: int = 0) -> Iterator[str]:
+    """Every `document_id` in a task's decoded arguments (a stage's message, a
+    chained result, a fan-out range...)."""
+    if depth > 4:
+        return
+    if isinstance(value, dict):
+        if isinstance(value.get("document_id"), str):
+            yield value["document_id"]
+        for item in value.values():
+            yield from _document_ids(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _document_ids(item, depth + 1)
+
+
+def _refers_to(raw: str | bytes) -> tuple[set[str], str | None]:
+    """(document ids in the arguments, root task id) of a kombu message as stored."""
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # an unacked entry: [message, exchange, routing key]
+            message = message[0]
+        body = message.get("body", "")
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        task_id = (message.get("headers") or {}).get("id")
+        return set(_document_ids(json.loads(body))), task_id.split(".", 1)[0] if task_id else None
+    except Exception:  # not ours to judge; an undecodable message refers to nothing
+        return set(), None
+
+
+def referenced(services: Services) -> tuple[set[str], set[str]]:
+    """(document ids, root task ids) that some message in Redis refers to."""
+    documents: set[str] = set()
+    tasks: set[str] = set()
+
+    def add(raw: str | bytes) -> None:
+        ids, task_id = _refers_to(raw)
+        documents.update(ids)
+        if task_id:
+            tasks.add(task_id)
+
+    client = services.redis
+    for _, raw in client.hscan_iter(UNACKED_HASH, count=_PAGE):
+        add(raw)
+    for queue in Queue:
+        start = 0
+        while batch := client.lrange(queue.value, start, start + _PAGE - 1):
+            for raw in batch:
+                add(raw)
+            start += _PAGE
+    return documents, tasks
+
+
+def _idle_for(updated_at: str, now: datetime) -> float:
+    try:
+        return (now - datetime.fromisoformat(updated_at)).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+def stranded(services: Services, min_idle_seconds: float) -> dict[str, tuple[str, str]]:
+    """{document id: (version, updated_at)} of in-flight documents no message refers to."""
+    status = services.status
+    ids = status.in_flight()
+    activity = status.activity(ids)
+    for gone in set(ids) - set(activity):  # deleted: nothing left to recover
+        services.redis.zrem(status.in_flight_key, gone)
+    now = utcnow()
+    idle = {d: (version, updated_at, task_id) for d, (version, updated_at, state, task_id) in activity.items()
+            if state not in FINAL_STATUSES and _idle_for(updated_at, now) >= min_idle_seconds}
+    for scan in range(2):  # a message moving between lists during one scan is seen by the other
+        if not idle:
+            break
+        if scan:
+            time.sleep(SECOND_SCAN_AFTER_SECONDS)
+        documents, tasks = referenced(services)
+        idle = {d: a for d, a in idle.items() if d not in documents and a[2] not in tasks}
+    return {d: (version, updated_at) for d, (version, updated_at, _) in idle.items()}
+
+
+def recover(services: Services, min_idle_seconds: float) -> list[str]:
+    """Start every stranded document again as a new version; returns their ids."""
+    recovered = []
+    for document_id, expected in stranded(services, min_idle_seconds).items():
+        record = services.status.get(document_id)
+        if record is None:
+            continue
+        task_id = new_task_id()
+        services.tasks.remember(task_id, TaskOwner(tenant=record.tenant, document_id=document_id))
+        version = services.status.restart(document_id, task_id, if_unchanged=expected)
+        if version is None:  # it moved (or was deleted) since the scan: not stranded after all
+            services.tasks.forget(task_id)
+            continue
+        message = PipelineMessage(document_id=document_id, tenant=record.tenant, version=version,
+                                  content_type=record.content_type, original_key=record.original_key)
+        services.pipeline.enqueue_document(message, task_id)
+        log.warning("recovered a document whose pipeline message was lost; started it again",
+                    document_id=document_id, tenant=record.tenant, stranded_status=record.status.value,
+                    stranded_version=record.version, version=version, task_id=task_id)
+        recovered.append(document_id)
+    return recovered
+
+
+def sweep_once(services: Services) -> list[str] | None:
+    """One sweep, by whichever replica takes the lock first; None if another has it."""
+    settings = services.settings
+    lock = f"{settings.redis_key_prefix}recovery:lock"
+    if not services.redis.set(lock, "1", nx=True, ex=max(1, settings.recovery_interval_seconds)):
+        return None
+    return recover(services, settings.recovery_min_idle_seconds)
+
+
+async def sweep_forever(services: Services) -> None:
+    interval = services.settings.recovery_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(sweep_once, services)
+        except Exception as exc:  # Redis down, say: the next sweep tries again
+            log.warning("recovery sweep failed", error=str(exc), error_type=type(exc).__name__)
+
+
+def start_recovery(services: Services) -> asyncio.Task | None:
+    if services.settings.recovery_interval_seconds <= 0:
+        return None
+    return asyncio.get_running_loop().create_task(sweep_forever(services), name="docflow-recovery")

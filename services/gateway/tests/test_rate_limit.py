@@ -1,0 +1,74 @@
+"""Per-tenant rate limits: 429 with Retry-After, one budget shared by every replica."""
+
+import time
+
+import pytest
+
+from docflow.gateway.rate_limit import Action, RateLimiter
+
+QUERY = {"query": "quick brown fox"}
+
+
+def test_uploads_beyond_the_limit_get_429_with_retry_after(make_gateway):
+    gateway = make_gateway(upload_rate_limit_per_minute=3)
+    for _ in range(3):
+        gateway.accepted()
+    refused = gateway.upload()
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 20  # one token refills in 60/3 s
+    assert "3 per minute" in refused.json()["detail"]
+    assert gateway.get("/v1/documents").json()["total"] == 3, "a refused upload leaves nothing behind"
+
+
+def test_the_budget_is_shared_by_every_gateway_replica(make_gateway):
+    """Two app instances (two replicas) on one Redis draw on one bucket per tenant."""
+    replica_1 = make_gateway(upload_rate_limit_per_minute=4)
+    replica_2 = make_gateway(upload_rate_limit_per_minute=4)
+    statuses = [replica.upload().status_code for replica in (replica_1, replica_2) * 3]
+    assert statuses == [202, 202, 202, 202, 429, 429]
+
+
+def test_tenants_have_separate_budgets(make_gateway):
+    gateway = make_gateway(upload_rate_limit_per_minute=1)
+    gateway.accepted(tenant="tenant-a")
+    assert gateway.upload(tenant="tenant-a").status_code == 429
+    assert gateway.upload(tenant="tenant-b").status_code == 202
+
+
+def test_searches_are_limited_separately_from_uploads(make_gateway):
+    # No workers run here: an allowed search times out (504); a refused one is 429 at once.
+    gateway = make_gateway(search_rate_limit_per_minute=1, upload_rate_limit_per_minute=1,
+                           search_timeout_seconds=0.2)
+    assert gateway.post("/v1/search", json=QUERY).status_code == 504
+    refused = gateway.post("/v1/search", json=QUERY)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert gateway.upload().status_code == 202, "uploads have their own bucket"
+
+
+def test_authentication_comes_before_the_limit(make_gateway):
+    gateway = make_gateway(upload_rate_limit_per_minute=1)
+    for _ in range(3):
+        response = gateway.client.post("/v1/documents", headers={"Authorization": "Bearer nope"})
+        assert response.status_code == 401
+    assert gateway.upload().status_code == 202, "unauthenticated requests use no tenant's budget"
+
+
+def test_zero_turns_a_limit_off(make_gateway):
+    gateway = make_gateway(upload_rate_limit_per_minute=0)
+    assert all(gateway.upload().status_code == 202 for _ in range(5))
+
+
+def test_tokens_refill_continuously(redis_client):
+    limiter = RateLimiter(redis_client, "docflow:", {Action.UPLOAD: 60})  # one token per second
+    assert all(limiter.take("t", Action.UPLOAD).allowed for _ in range(60))
+    empty = limiter.take("t", Action.UPLOAD)
+    assert not empty.allowed and empty.retry_after_seconds == 1
+    time.sleep(1.2)  # a little over one token back
+    assert [limiter.take("t", Action.UPLOAD).allowed for _ in range(2)] == [True, False]
+
+
+@pytest.mark.parametrize("action", list(Action))
+def test_an_idle_bucket_expires(redis_client, action):
+    RateLimiter(redis_client, "docflow:", {action: 60}).take("t", action)
+    ttl = redis_client.pttl(f"docflow:ratelimit:{action.value}:t")
+    assert 0 < ttl <= 61_000, "a full bucket is the same as no bucket: Redis forgets it"
