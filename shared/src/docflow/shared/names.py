@@ -38,6 +38,9 @@ class Task(StrEnum):
     """Stable Celery task names (never derived from module paths)."""
 
     EXTRACT = "docflow.extract.document"
+    # A big PDF's extract fans out: page ranges in parallel, then one merge.
+    EXTRACT_RANGE = "docflow.extract.range"
+    EXTRACT_MERGE = "docflow.extract.merge"
     EMBED = "docflow.embed.document"
     INDEX = "docflow.index.document"
     # Query-time work, served by the same workers that own the libraries.
@@ -48,6 +51,8 @@ class Task(StrEnum):
 
 STAGE_OF_TASK: dict[Task, Stage] = {
     Task.EXTRACT: Stage.EXTRACT,
+    Task.EXTRACT_RANGE: Stage.EXTRACT,
+    Task.EXTRACT_MERGE: Stage.EXTRACT,
     Task.EMBED: Stage.EMBED,
     Task.INDEX: Stage.INDEX,
     Task.EMBED_QUERY: Stage.EMBED,

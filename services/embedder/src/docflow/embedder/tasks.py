@@ -10,6 +10,7 @@ from celery.exceptions import Ignore
 from docflow.embedder.loaded_provider import get_provider
 from docflow.embedder.matrix_io import matrix_to_npy
 from docflow.embedder.worker import app
+from docflow.shared import metrics
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.messages import Chunk, PipelineMessage
 from docflow.shared.names import Task
@@ -39,6 +40,7 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
     batches: list[np.ndarray] = []
     for start in range(0, len(texts), batch_size):
         batches.append(provider.embed(texts[start:start + batch_size]))
+        metrics.EMBEDDINGS_COMPUTED.labels(provider.name).inc(len(batches[-1]))
         done = min(start + batch_size, len(texts))
         self.report(msg, done, len(texts))
         _stop_if_superseded(self, msg)

@@ -10,50 +10,69 @@ from typing import Any
 
 import structlog
 from celery.exceptions import Ignore
-from pydantic import TypeAdapter
 
 from docflow.extractor.chunking import chunk_pages
-from docflow.extractor.pages import PAGES_JSON, Progress, page_count
-from docflow.extractor.readers import read_document
+from docflow.extractor.fanout import (
+    CHUNKS_ARTIFACT,
+    CHUNKS_JSON,
+    PAGES_ARTIFACT,
+    fan_out_signature,
+    should_fan_out,
+)
+from docflow.extractor.pages import PAGES_JSON, Every, Progress, page_count
+from docflow.extractor.readers import read_document, require_text
+from docflow.extractor.readers.pdf import open_pdf, read_pdf_pages
 from docflow.extractor.worker import app
-from docflow.shared.messages import Chunk, PipelineMessage
-from docflow.shared.names import Stage, Task
-from docflow.shared.stage_task import PROGRESS_SPAN, StageTask
+from docflow.shared import metrics
+from docflow.shared.content_types import ContentType
+from docflow.shared.messages import PipelineMessage
+from docflow.shared.names import Task
+from docflow.shared.stage_task import StageTask
 
 log = structlog.get_logger(__name__)
 
-PAGES_ARTIFACT = "pages.json"
-CHUNKS_ARTIFACT = "chunks.json"
-CHUNKS_JSON = TypeAdapter(list[Chunk])
+__all__ = ["CHUNKS_ARTIFACT", "CHUNKS_JSON", "PAGES_ARTIFACT", "extract_document"]
 
 
 @app.task(base=StageTask, name=Task.EXTRACT.value, bind=True)
 def extract_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
     msg = self.begin(message)
     original = self.storage.get(msg.original_key)
-    pages = read_document(msg.content_type, original, self.settings, _page_reporter(self, msg))
+    if msg.content_type == ContentType.PDF:
+        # Only the extractor can count a PDF's pages; a big one becomes a chord of
+        # page ranges that keeps this task's id and the rest of the chain (fanout.py).
+        reader, pages_in_pdf = open_pdf(original, self.settings)
+        if should_fan_out(pages_in_pdf, self.settings):
+            log.info("fanning out", pages=pages_in_pdf, range_pages=self.settings.fanout_range_pages)
+            self.report(msg, 0, pages_in_pdf, pages=pages_in_pdf)
+            return self.replace(fan_out_signature(msg, pages_in_pdf, self.settings, self.request.id))
+        pages = require_text(read_pdf_pages(reader, self.settings, 1, pages_in_pdf,
+                                            _page_reporter(self, msg)))
+    else:
+        pages = read_document(msg.content_type, original, self.settings, _page_reporter(self, msg))
     chunks = chunk_pages(pages, self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
 
     self.storage.put(msg.key(PAGES_ARTIFACT), PAGES_JSON.dump_json(pages))
     self.storage.put(msg.key(CHUNKS_ARTIFACT), CHUNKS_JSON.dump_json(chunks))
     pages_in_all = page_count(pages)
+    metrics.PAGES_EXTRACTED.labels(msg.content_type).inc(len(pages))
+    metrics.CHUNKS_PRODUCED.labels(msg.content_type).inc(len(chunks))
     self.report(msg, 1, 1, pages=pages_in_all, chunks=len(chunks))
     log.info("document extracted", content_type=msg.content_type, pages=pages_in_all, chunks=len(chunks))
     return msg.model_copy(update={"chunks_key": msg.key(CHUNKS_ARTIFACT)}).model_dump()
 
 
 def _page_reporter(task: StageTask, msg: PipelineMessage) -> Progress:
-    low, high = PROGRESS_SPAN[Stage.EXTRACT]
+    due = Every()
 
     def on_page(done: int, total: int) -> None:
-        # One status write per point of this stage's share of the progress bar: a write
-        # per page of a 5000-page PDF would cost 5000 Redis round trips for the same bar.
-        if done != total and done % max(1, total // (high - low)):
+        # The first page (so `pages` shows at once), the last, and one write per
+        # interval between: a write per page would cost a Redis round trip per page.
+        if done != total and not due():
             return
-        task.report(msg, done, total, pages=total)
         # OCR of a long scan takes minutes: stop paying for a document that was
-        # cancelled, deleted or reprocessed meanwhile.
-        if not task.status.is_current(msg.document_id, msg.version):
+        # cancelled, deleted or reprocessed meanwhile (the write says so).
+        if not task.report(msg, done, total, pages=total):
             log.info("stopping: document cancelled, deleted or reprocessed while extracting")
             raise Ignore()
 

@@ -88,7 +88,7 @@ class LanceDBStore:
                 return None
             raise
 
-    def upsert(self, tenant: str, records: Sequence[VectorRecord]) -> int:
+    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False) -> int:
         if not records:
             return 0
         dimension = len(records[0].vector)
@@ -109,9 +109,14 @@ class LanceDBStore:
                 # exist_ok: two workers may index a new tenant's first documents at once.
                 table = self.db.create_table(table_name(tenant), schema=schema, exist_ok=True)
             _check_dimension(table, dimension)
-            # Keyed on the deterministic id: a re-run overwrites instead of duplicating.
-            (table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
-             .execute(data))
+            if fresh:
+                # Nothing to overwrite: an append costs a commit, a merge also a join
+                # against the whole table (several times slower, and growing with it).
+                table.add(data)
+            else:
+                # Keyed on the deterministic id: a re-run overwrites instead of duplicating.
+                (table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+                 .execute(data))
         return len(records)
 
     def _delete(self, tenant: str, where: str) -> int:

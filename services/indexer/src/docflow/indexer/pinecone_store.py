@@ -143,7 +143,8 @@ class PineconeStore:
             index = client.index(name=settings.pinecone_index_name, host=settings.pinecone_index_host or "")
         return cls(index, settings.upsert_batch_size)
 
-    def upsert(self, tenant: str, records: Sequence[VectorRecord]) -> int:
+    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False) -> int:
+        # Pinecone's upsert overwrites by id whether or not the ids exist: `fresh` changes nothing.
         vectors = [to_pinecone_vector(record) for record in records]
         for batch in upsert_batches(vectors, tenant, self.upsert_batch_size):
             with _unreachable_is_transient(f"upsert into {tenant!r}"):

@@ -47,8 +47,12 @@ class SearchHit:
 
 
 class VectorStore(Protocol):
-    def upsert(self, tenant: str, records: Sequence[VectorRecord]) -> int:
-        """Write records (overwriting same ids); returns how many were written."""
+    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False) -> int:
+        """Write records (overwriting same ids); returns how many were written.
+
+        `fresh`: the caller knows none of these ids exist yet (the first run of this
+        document version), so a store may append instead of matching ids.
+        """
 
     def delete_document(self, tenant: str, document_id: str, keep_version: int | None = None) -> int:
         """Delete every version of a document, or with `keep_version` the versions before it.

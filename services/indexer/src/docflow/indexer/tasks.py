@@ -1,6 +1,7 @@
 """The indexer's tasks: index a document's vectors, search a tenant, delete a document's vectors."""
 
 import io
+import time
 
 import numpy as np
 import structlog
@@ -9,11 +10,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from docflow.indexer.store import SearchHit, VectorRecord
 from docflow.indexer.worker import app, get_store
+from docflow.shared import metrics
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.messages import Chunk, PipelineMessage
 from docflow.shared.names import Task
 from docflow.shared.stage_task import DocflowTask, StageTask
 from docflow.shared.status import DocumentRecord, DocumentStatus
+from docflow.shared.tracing import ACCEPTED_AT, header
 
 log = structlog.get_logger(__name__)
 
@@ -81,21 +84,39 @@ def index_document(self: StageTask, message: dict) -> dict:
 
     store = get_store()
     total = len(records)
+    fresh = _first_run_of_this_version(self, msg)
     batch_size = self.settings.upsert_batch_size
     for start in range(0, total, batch_size):
-        done = store.upsert(msg.tenant, records[start:start + batch_size]) + start
+        done = store.upsert(msg.tenant, records[start:start + batch_size], fresh=fresh) + start
+        metrics.VECTORS_UPSERTED.labels(self.settings.vector_store).inc(done - start)
         self.report(msg, done, total)
 
     if keeps_vectors(self.status.get(msg.document_id), msg.version):
-        # Reprocessing replaces old vectors: drop the versions before this one.
-        store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version)
-        self.status.complete(msg.document_id, msg.version, vectors=total)
+        if msg.version > 1:
+            # Reprocessing replaces old vectors: drop the versions before this one
+            # (version 1 has none, and the delete would scan the tenant's table).
+            store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version)
+        if self.status.complete(msg.document_id, msg.version, vectors=total):
+            metrics.document_finished(DocumentStatus.COMPLETED.value, msg.content_type,
+                                      header(self.request, ACCEPTED_AT), time.time())
     else:
         # Deleted, reprocessed or cancelled while we wrote: a stale run leaves nothing behind.
         removed = store.delete_version(msg.tenant, msg.document_id, msg.version,
                                        written_ids=[record.id for record in records])
         log.info("run became stale while indexing; removed its vectors", removed=removed)
     return {"document_id": msg.document_id, "version": msg.version, "vectors": total}
+
+
+def _first_run_of_this_version(task: StageTask, msg: PipelineMessage) -> bool:
+    """True when no earlier run of the index stage began for this document version,
+    so none of its vector ids can exist yet and the store may append.
+
+    `begin()` counts every run of a stage per version atomically (a retry or a
+    redelivery after a killed worker counts 2, 3, ...); those runs overwrite by id.
+    """
+    record = task.status.get(msg.document_id)
+    return (record is not None and record.version == msg.version
+            and record.stage == task.stage.value and record.attempts == 1)
 
 
 def _remove_stale_run(task: StageTask, message: dict) -> None:

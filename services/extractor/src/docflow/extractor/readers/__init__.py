@@ -16,6 +16,7 @@ from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.settings import Settings
 
 Reader = Callable[[bytes, Settings, Progress], list[PageText]]
+NO_TEXT = "the document contains no text, and OCR found none in its images"
 
 READERS: dict[ContentType, Reader] = {
     ContentType.PDF: read_pdf,
@@ -34,8 +35,11 @@ def read_document(content_type: str, data: bytes, settings: Settings,
     reader = READERS.get(content_type)  # a StrEnum key matches its plain string
     if reader is None:
         raise PermanentError(ErrorCode.UNSUPPORTED_TYPE, f"no reader for content type {content_type!r}")
-    pages = reader(data, settings, progress)
+    return require_text(reader(data, settings, progress))
+
+
+def require_text(pages: list[PageText]) -> list[PageText]:
+    """The pages, unless not one of them holds any text (`PermanentError`)."""
     if not any(page.text.strip() for page in pages):
-        raise PermanentError(ErrorCode.EMPTY_DOCUMENT,
-                             "the document contains no text, and OCR found none in its images")
+        raise PermanentError(ErrorCode.EMPTY_DOCUMENT, NO_TEXT)
     return pages

@@ -17,6 +17,7 @@ from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedErr
 from docflow.extractor.failures import NOT_THE_INPUTS_FAULT
 from docflow.extractor.ocr import ocr_image
 from docflow.extractor.pages import PageText, Progress
+from docflow.shared import metrics
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.settings import Settings
 
@@ -29,6 +30,13 @@ _NOT_THE_PDFS_FAULT = (*NOT_THE_INPUTS_FAULT, DependencyError)
 
 
 def read_pdf(data: bytes, settings: Settings, progress: Progress) -> list[PageText]:
+    reader, total = open_pdf(data, settings)
+    return read_pdf_pages(reader, settings, 1, total, progress)
+
+
+def open_pdf(data: bytes, settings: Settings) -> tuple[PdfReader, int]:
+    """A reader of the PDF and its page count. pypdf parses lazily: this reads the
+    cross-reference table and the page tree, not the pages' contents."""
     with _pdf_errors():
         reader = PdfReader(BytesIO(data))  # lenient (strict=False): real PDFs are often slightly broken
         _decrypt_with_empty_password(reader)
@@ -36,12 +44,22 @@ def read_pdf(data: bytes, settings: Settings, progress: Progress) -> list[PageTe
     if total > settings.max_pdf_pages:
         raise PermanentError(ErrorCode.TOO_LARGE,
                              f"the PDF has {total} pages; the limit is {settings.max_pdf_pages}")
+    return reader, total
+
+
+def read_pdf_pages(reader: PdfReader, settings: Settings, first: int, last: int,
+                   progress: Progress) -> list[PageText]:
+    """Pages `first`..`last` (1-based, inclusive); `progress` counts within this range.
+
+    Only these pages' contents are parsed, so a range of a big PDF costs memory in
+    proportion to the range (the fan-out relies on it).
+    """
     pages = []
-    for number in range(1, total + 1):
+    for number in range(first, last + 1):
         with _pdf_errors():
             text = _page_text(reader.pages[number - 1], settings.ocr_languages)
         pages.append(PageText(page=number, text=text))
-        progress(number, total)
+        progress(number - first + 1, last - first + 1)
     return pages
 
 
@@ -57,6 +75,7 @@ def _page_text(page: PageObject, ocr_languages: str) -> str:
     if text.strip():
         return text
     # No text layer: most likely a scan, whose text is in its images.
+    metrics.PAGES_OCR.labels("pdf").inc()
     return _ocr_embedded_images(page, ocr_languages)
 
 
