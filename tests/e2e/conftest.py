@@ -42,19 +42,8 @@ def pytest_collection_modifyitems(items) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    data_dir = Path(tmp_path_factory.mktemp("stack"))
-    local = LocalStack(data_dir=data_dir, env=STACK_ENV)
-    try:
-        local.start()
+    with own_stack(tmp_path_factory, "stack", STACK_ENV) as local:
         yield local
-    finally:
-        local.stop()
-        # On failure the workers' own words are the fastest diagnosis.
-        for log in sorted(local.logs_dir.glob("*.log")):
-            lines = log.read_text(errors="replace").splitlines()
-            errors = [line for line in lines if '"level": "error"' in line][-5:]
-            if errors:
-                print(f"\n--- {log.name}: last errors ---\n" + "\n".join(errors))
 
 
 class Api:

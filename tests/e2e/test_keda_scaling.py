@@ -15,7 +15,6 @@ import math
 import os
 import random
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 import redis
 
 from docflow.devstack import samples
+from docflow.devstack.faults import wait_for
 from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,15 +87,6 @@ def held_by_workers(client: redis.Redis, queue: str) -> int:
     task is still running). kombu stores each as [payload, exchange, routing key]."""
     return sum(1 for raw in client.hvals("unacked") if json.loads(raw)[2] == queue)
 
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def long_text(paragraphs: int, seed: int) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from docflow.devstack import samples
+from docflow.devstack.faults import wait_for
 from docflow.devstack.prometheus import LocalPrometheus
 
 SUPPORT = Path(__file__).resolve().parents[1] / "observability" / "observability_support.py"
@@ -24,15 +25,6 @@ _spec.loader.exec_module(support)
 
 JOBS = {"gateway", "extractor", "embedder", "indexer"}
 
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
