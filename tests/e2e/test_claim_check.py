@@ -4,6 +4,8 @@ Each stage's worker is held back in turn so the message sent to it can be read
 straight from its Redis queue, exactly as the broker stores it.
 """
 
+import base64
+import json
 import time
 
 import redis
@@ -14,14 +16,17 @@ from docflow.shared.names import QUEUE_OF_STAGE, Stage
 LIMIT = 4096
 
 
-def wait_for_message(client: redis.Redis, stage: Stage, timeout: float = 300) -> bytes:
+def wait_for_message(client: redis.Redis, stage: Stage, document_id: str, timeout: float = 300) -> bytes:
+    """The one message about `document_id` on the stage's queue, as the broker stores it
+    (other tests' documents may be queued beside it)."""
     queue = QUEUE_OF_STAGE[stage].value
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        messages = client.lrange(queue, 0, -1)
-        if messages:
-            assert len(messages) == 1, f"expected one message on {queue}"
-            return messages[0]
+        ours = [m for m in client.lrange(queue, 0, -1)
+                if document_id.encode() in base64.b64decode(json.loads(m)["body"])]
+        if ours:
+            assert len(ours) == 1, f"expected one message for the document on {queue}"
+            return ours[0]
         time.sleep(0.1)
     raise AssertionError(f"no message reached {queue}")
 
@@ -37,7 +42,7 @@ def test_messages_for_a_200_page_document_stay_under_4_kb(stack, api_a):
     try:
         document_id = api_a.upload("big.pdf", samples.pdf(pages))
         for stage in held_back:
-            message = wait_for_message(client, stage)
+            message = wait_for_message(client, stage, document_id)
             sizes[stage] = len(message)
             assert b"Claim checks keep text" not in message
             stack.start_worker(stage)
