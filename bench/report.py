@@ -218,8 +218,9 @@ def render(results: dict, notes: str = "") -> str:
                 f"A {fanout['pages']}-page text PDF through the extract stage alone (ranges of "
                 f"{fanout['range_pages']} pages), the extractor worker with 1 and then 2 pool processes "
                 f"(alternating, best of each): {fanout['one_process_seconds']:.2f} s vs "
-                f"{fanout['two_processes_seconds']:.2f} s, {fanout['speedup']:.2f}×. Runs: "
-                f"{fanout['runs']}.", "",
+                f"{fanout['two_processes_seconds']:.2f} s, {fanout['speedup']:.2f}×. Runs: 1 process "
+                f"{', '.join(f'{s:.2f}' for s in fanout['runs']['1'])} s; 2 processes "
+                f"{', '.join(f'{s:.2f}' for s in fanout['runs']['2'])} s.", "",
                 f"Peak RSS (VmHWM, reset before the document) of the extractor process on a {memory['pages']}-page "
                 f"PDF: {memory['fan_out']['peak_rss_mb']:.0f} MB fanned out "
                 f"({memory['fan_out']['seconds']:.1f} s), {memory['single_task']['peak_rss_mb']:.0f} MB as one "
@@ -230,8 +231,10 @@ def render(results: dict, notes: str = "") -> str:
                 "One text PDF at a time through the whole stack, upload to `completed`; peak RSS of each "
                 "stage's worker process while it ran; bytes of the message each stage received.", ""]
         out += _growth_table(results["growth"]) + [""]
-    out += ["## Rerun", "", "```sh", "make bench          # about 15-25 minutes here; rewrites this file",
-            ".venv/bin/python -m bench.run --only upload,stages   # a subset (keeps .data/bench/results.json)",
+    out += ["## Rerun", "", "```sh",
+            "make bench    # about 12-20 minutes here; rewrites this file and .data/bench/results.json",
+            ".venv/bin/python -m bench.run --only upload,stages --no-report   # some sections only",
+            ".venv/bin/python -m bench.run --quick   # a smoke run of everything (.data/bench/benchmarks-quick.md)",
             "```", ""]
     return "\n".join(out)
 
