@@ -84,17 +84,20 @@ class Settings(BaseSettings):
     # `fanout_range_pages` pages, extracted by parallel tasks on the extract queue
     # and merged (docflow.extractor.fanout). A range bounds a task's memory and time.
     fanout_min_pages: int = Field(default=100, gt=0)
-    fanout_range_pages: int = Field(default=20, gt=0)
+    # 10 pages: enough work per task (~30 ms for text, minutes for OCR'd scans, well
+    # inside the time limit) to hide the task's own cost, and small enough that two
+    # processes share a 300-page PDF evenly.
+    fanout_range_pages: int = Field(default=10, gt=0)
     # A DOCX is a zip: the sizes its entries declare are checked before python-docx
     # inflates anything (zip bombs); see readers/word.py.
     max_docx_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
     # --- Embedder -----------------------------------------------------------------
     embedder: Literal["minilm", "openai", "hash"] = "minilm"
-    # Chunks per model call. For all-MiniLM-L6-v2 on CPU, 8 to 64 run at the same
-    # speed (2 cores; bench/, docs/benchmarks.md), 128 slower; activation memory grows
-    # with the batch (about +0.3 GB at 32, +0.5 GB at 64), so 32.
-    embedding_batch_size: int = Field(default=32, gt=0)
+    # Chunks per model call (per request for `openai`). Unset: the provider's own
+    # default (docflow.embedder.providers.DEFAULT_BATCH_SIZE): 16 for minilm, the
+    # fastest batch on CPU (bench/, docs/benchmarks.md), 64 for HTTP endpoints.
+    embedding_batch_size: int | None = Field(default=None, gt=0)
     hash_dimensions: int = Field(default=384, gt=0)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr = SecretStr("")

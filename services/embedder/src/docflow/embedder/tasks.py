@@ -7,6 +7,7 @@ import numpy as np
 import structlog
 from celery.exceptions import Ignore
 
+from docflow.embedder import providers
 from docflow.embedder.loaded_provider import get_provider
 from docflow.embedder.matrix_io import matrix_to_npy
 from docflow.embedder.worker import app
@@ -36,7 +37,7 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
         raise PermanentError(ErrorCode.EMPTY_DOCUMENT, "the document has no chunks to embed")
 
     provider = get_provider()
-    batch_size = self.settings.embedding_batch_size
+    batch_size = providers.batch_size(self.settings)
     batches: list[np.ndarray] = []
     for start in range(0, len(texts), batch_size):
         batches.append(provider.embed(texts[start:start + batch_size]))

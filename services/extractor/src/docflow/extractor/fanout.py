@@ -5,7 +5,7 @@ task decides: at `DOCFLOW_FANOUT_MIN_PAGES` pages or more it replaces itself
 (`Task.replace`, which keeps the rest of the chain and the task id the gateway
 reports) with a chord on the extract queue:
 
-    group(extract_range(1-20), extract_range(21-40), ...) → extract_merge → embed → index
+    group(extract_range(1-10), extract_range(11-20), ...) → extract_merge → embed → index
 
 - Each range parses only its own pages of the original (pypdf reads lazily) and
   lets them go afterwards, so a task's memory is bounded by the range, not the
@@ -110,7 +110,7 @@ class RangeProgress:
 # (original key, reader) of the PDF this pool process read a range of last. The ranges
 # of one document mostly land on the same few processes, and opening a PDF reads its
 # cross-reference table and its whole page tree: ~90 ms for 1000 pages, more than
-# extracting a 20-page range. So a process keeps that one reader, and after each range
+# extracting a 10-page range. So a process keeps that one reader, and after each range
 # drops what the range parsed (`resolved_objects`): between ranges it holds the file
 # and the page table (~1 KB a page), so memory stays bounded by the range.
 _last_opened: tuple[str, PdfReader] | None = None
@@ -123,6 +123,12 @@ def _opened_pdf(task: StageTask, msg: PipelineMessage) -> PdfReader:
         reader, _ = open_pdf(task.storage.get(msg.original_key), task.settings)
         _last_opened = (msg.original_key, reader)
     return _last_opened[1]
+
+
+def keep_opened(msg: PipelineMessage, reader: PdfReader) -> None:
+    """The extract task counted the pages with this reader: its process's ranges reuse it."""
+    global _last_opened
+    _last_opened = (msg.original_key, reader)
 
 
 class _Superseded(Exception):

@@ -17,6 +17,7 @@ from docflow.extractor.fanout import (
     CHUNKS_JSON,
     PAGES_ARTIFACT,
     fan_out_signature,
+    keep_opened,
     should_fan_out,
 )
 from docflow.extractor.pages import PAGES_JSON, Every, Progress, page_count
@@ -45,6 +46,7 @@ def extract_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]
         if should_fan_out(pages_in_pdf, self.settings):
             log.info("fanning out", pages=pages_in_pdf, range_pages=self.settings.fanout_range_pages)
             self.report(msg, 0, pages_in_pdf, pages=pages_in_pdf)
+            keep_opened(msg, reader)
             return self.replace(fan_out_signature(msg, pages_in_pdf, self.settings, self.request.id))
         pages = require_text(read_pdf_pages(reader, self.settings, 1, pages_in_pdf,
                                             _page_reporter(self, msg)))
