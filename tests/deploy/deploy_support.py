@@ -26,6 +26,15 @@ SCENARIOS: dict[str, dict] = {
             "auth": {"existingSecret": "docflow-external-redis", "existingSecretPasswordKey": "password"},
         },
     },
+    "external-redis-mutual-tls-acl-user": {
+        "redis": {
+            "bundled": False,
+            "external": {"url": "rediss://redis.example.internal:6380/0"},
+            "auth": {"existingSecret": "docflow-external-redis", "username": "docflow"},
+            "tls": {"existingSecret": "docflow-redis-tls", "clientCertificate": True},
+        },
+        "gateway": {"adminApiKeys": {"existingSecret": "docflow-admin"}},
+    },
     "monitoring-off": {
         "monitoring": {
             "serviceMonitors": {"enabled": False},

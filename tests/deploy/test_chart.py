@@ -2,7 +2,7 @@
 configuration, and refuses wrong values at install time."""
 
 import pytest
-from deploy_support import SCENARIOS, WORKERS, named, of_kind
+from deploy_support import SCENARIOS, WORKERS, containers, env_value, named, of_kind
 
 
 def test_chart_lints_clean_in_strict_mode(chart):
@@ -136,6 +136,9 @@ def test_notes_render(chart):
     ({"redis": {"external": {"url": "redis://user:secret@redis:6379/0"}}}, "url"),
     ({"indexer": {"upsertBatchSize": 5000}}, "upsertBatchSize"),
     ({"gateway": {"apiKeys": {"value": "key-without-tenant"}}}, "value"),
+    ({"redis": {"tls": {"verify": "sometimes"}}}, "verify"),
+    ({"gateway": {"rateLimits": {"uploadsPerMinute": -1}}}, "uploadsPerMinute"),
+    ({"redis": {"auth": {"username": "user:with-colon"}}}, "username"),
 ])
 def test_schema_rejects_wrong_values(chart, values, message):
     import helm_python
@@ -148,9 +151,59 @@ def test_schema_rejects_wrong_values(chart, values, message):
     ({"celery": {"visibilityTimeoutSeconds": 360}}, r"must exceed \w+\.timeLimits\.hardSeconds"),
     ({"indexer": {"timeLimits": {"softSeconds": 200, "hardSeconds": 100}}}, "must exceed softSeconds"),
     ({"redis": {"bundled": False, "external": {"url": "redis://redis.example:6379/0"}}}, "password"),
+    ({"celery": {"maxRetries": 10, "maxDeliveries": 10}}, "maxDeliveries .* must exceed celery.maxRetries"),
+    ({"redis": {"tls": {"existingSecret": "ca"}}}, "rediss://"),
 ])
 def test_render_refuses_inconsistent_values(chart, values, message):
     import helm_python
 
     with pytest.raises(helm_python.HelmError, match=message):
         chart.render(values)
+
+
+def test_redis_tls_and_acl_user_reach_every_process_and_keda(scenario_manifests):
+    """A rediss:// Redis with a private CA, client certificates and an ACL user: every
+    service mounts the Secret and points DOCFLOW_REDIS_TLS_* at it, and KEDA's scaler
+    reads the same CA, certificate, key, user and password."""
+    objects = scenario_manifests["external-redis-mutual-tls-acl-user"]
+    for service in ("gateway", *WORKERS):
+        deployment = named(objects, "Deployment", f"docflow-{service}")
+        pod = deployment["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "redis-tls"]
+        assert volume["secret"]["secretName"] == "docflow-redis-tls"
+        container = next(c for c in containers(deployment) if c["name"] == service)
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "redis-tls"]
+        assert mount["readOnly"] is True
+        for variable, file in [("DOCFLOW_REDIS_TLS_CA_FILE", "ca.crt"), ("DOCFLOW_REDIS_TLS_CERT_FILE", "tls.crt"),
+                               ("DOCFLOW_REDIS_TLS_KEY_FILE", "tls.key")]:
+            assert env_value(container, variable) == f"{mount['mountPath']}/{file}"
+        assert env_value(container, "DOCFLOW_REDIS_URL").startswith("rediss://docflow:$(REDIS_PASSWORD)@")
+
+    auth = named(objects, "TriggerAuthentication", "docflow-redis")
+    refs = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
+    assert refs == {"password": ("docflow-external-redis", "redis-password"),
+                    "ca": ("docflow-redis-tls", "ca.crt"), "cert": ("docflow-redis-tls", "tls.crt"),
+                    "key": ("docflow-redis-tls", "tls.key")}
+    for service in WORKERS:
+        trigger = named(objects, "ScaledObject", f"docflow-{service}")["spec"]["triggers"][0]
+        assert trigger["metadata"]["enableTLS"] == "true"
+        assert trigger["metadata"]["username"] == "docflow"
+        assert trigger["authenticationRef"] == {"name": "docflow-redis"}
+
+
+def test_plain_redis_gets_no_tls_settings(default_manifests):
+    for service in ("gateway", *WORKERS):
+        deployment = named(default_manifests, "Deployment", f"docflow-{service}")
+        container = next(c for c in containers(deployment) if c["name"] == service)
+        assert not [e for e in container["env"] if e["name"].startswith("DOCFLOW_REDIS_TLS")]
+        assert "redis-tls" not in [v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]]
+
+
+def test_admin_keys_come_only_from_a_secret(default_manifests, scenario_manifests):
+    gateway = next(c for c in containers(named(default_manifests, "Deployment", "docflow-gateway"))
+                   if c["name"] == "gateway")
+    assert "DOCFLOW_ADMIN_API_KEYS" not in [e["name"] for e in gateway["env"]], "off unless a Secret is given"
+    objects = scenario_manifests["external-redis-mutual-tls-acl-user"]
+    gateway = next(c for c in containers(named(objects, "Deployment", "docflow-gateway")) if c["name"] == "gateway")
+    (admin,) = [e for e in gateway["env"] if e["name"] == "DOCFLOW_ADMIN_API_KEYS"]
+    assert admin["valueFrom"]["secretKeyRef"] == {"name": "docflow-admin", "key": "admin-api-keys"}

@@ -184,3 +184,22 @@ def test_the_broker_keeps_each_backlog_in_the_one_list_keda_reads():
     assert app.conf.worker_disable_prefetch or app.conf.worker_prefetch_multiplier == 1
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.broker_transport_options.get("global_keyprefix") is None
+
+
+def test_values_gateway_and_delivery_settings_match_the_services_defaults(default_manifests, default_values):
+    """The chart's defaults are the services' defaults, and reach the processes as such."""
+    fields = Settings.model_fields
+    gateway = default_values["gateway"]
+    expected = {
+        "DOCFLOW_UPLOAD_RATE_LIMIT_PER_MINUTE": (gateway["rateLimits"]["uploadsPerMinute"], "upload_rate_limit_per_minute"),
+        "DOCFLOW_SEARCH_RATE_LIMIT_PER_MINUTE": (gateway["rateLimits"]["searchesPerMinute"], "search_rate_limit_per_minute"),
+        "DOCFLOW_RECOVERY_INTERVAL_SECONDS": (gateway["recovery"]["intervalSeconds"], "recovery_interval_seconds"),
+        "DOCFLOW_RECOVERY_MIN_IDLE_SECONDS": (gateway["recovery"]["minIdleSeconds"], "recovery_min_idle_seconds"),
+    }
+    container = worker_container(default_manifests, "gateway")
+    for variable, (value, field) in expected.items():
+        assert value == fields[field].default, field
+        assert env_value(container, variable) == str(value)
+    assert default_values["celery"]["maxDeliveries"] == fields["max_deliveries"].default
+    config = named(default_manifests, "ConfigMap", "docflow-config")["data"]
+    assert config["DOCFLOW_MAX_DELIVERIES"] == str(default_values["celery"]["maxDeliveries"])

@@ -102,10 +102,26 @@ $(VAR) expansion so it never appears in the pod spec. */}}
       name: {{ include "docflow.redis.secretName" . }}
       key: {{ .Values.redis.auth.existingSecretPasswordKey }}
 - name: DOCFLOW_REDIS_URL
-  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s:%v/%v" $endpoint.scheme $endpoint.host $endpoint.port $endpoint.database | quote }}
+  value: {{ printf "%s://%s:$(REDIS_PASSWORD)@%s:%v/%v" $endpoint.scheme .Values.redis.auth.username $endpoint.host $endpoint.port $endpoint.database | quote }}
 {{- else }}
 - name: DOCFLOW_REDIS_URL
   value: {{ printf "%s://%s:%v/%v" $endpoint.scheme $endpoint.host $endpoint.port $endpoint.database | quote }}
+{{- end }}
+{{- with .Values.redis.tls }}
+{{- if .existingSecret }}
+- name: DOCFLOW_REDIS_TLS_CA_FILE
+  value: /etc/docflow/redis-tls/ca.crt
+{{- if .clientCertificate }}
+- name: DOCFLOW_REDIS_TLS_CERT_FILE
+  value: /etc/docflow/redis-tls/tls.crt
+- name: DOCFLOW_REDIS_TLS_KEY_FILE
+  value: /etc/docflow/redis-tls/tls.key
+{{- end }}
+{{- end }}
+{{- if ne .verify "required" }}
+- name: DOCFLOW_REDIS_TLS_VERIFY
+  value: {{ .verify | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -230,12 +246,23 @@ local storage. */}}
   persistentVolumeClaim:
     claimName: {{ .Values.storage.local.existingClaim | default (printf "%s-data" (include "docflow.fullname" .)) }}
 {{- end }}
+{{- with .Values.redis.tls.existingSecret }}
+- name: redis-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 
 {{- define "docflow.dataMount" -}}
 {{- if eq .Values.storage.backend "local" }}
 - name: data
   mountPath: /data
+{{- end }}
+{{- if .Values.redis.tls.existingSecret }}
+- name: redis-tls
+  mountPath: /etc/docflow/redis-tls
+  readOnly: true
 {{- end }}
 {{- end }}
 
@@ -257,6 +284,12 @@ Misconfigurations the schema cannot express fail the render with a clear message
 {{- end }}
 {{- if and (not .Values.redis.bundled) .Values.redis.auth.enabled (not .Values.redis.auth.existingSecret) (not .Values.redis.auth.password) }}
 {{- fail "an external Redis needs its password: set redis.auth.existingSecret (or redis.auth.password, or redis.auth.enabled=false)" }}
+{{- end }}
+{{- if le (int .Values.celery.maxDeliveries) (int .Values.celery.maxRetries) }}
+{{- fail (printf "celery.maxDeliveries (%v) must exceed celery.maxRetries (%v): every retry is a delivery too" .Values.celery.maxDeliveries .Values.celery.maxRetries) }}
+{{- end }}
+{{- if and .Values.redis.tls.existingSecret (or .Values.redis.bundled (not (hasPrefix "rediss://" .Values.redis.external.url))) }}
+{{- fail "redis.tls.existingSecret needs an external Redis with a rediss:// URL (the bundled Redis does not speak TLS)" }}
 {{- end }}
 {{- if and (eq .Values.vectorStore.backend "pinecone") (not .Values.vectorStore.pinecone.existingSecret) }}
 {{- fail "vectorStore.pinecone.existingSecret is required with the pinecone backend" }}

@@ -174,10 +174,16 @@ spec:
         address: {{ printf "%s:%v" $endpoint.host $endpoint.port | quote }}
         databaseIndex: {{ $endpoint.database | quote }}
         enableTLS: {{ eq $endpoint.scheme "rediss" | quote }}
+        {{- if eq $root.Values.redis.tls.verify "none" }}
+        unsafeSsl: "true"
+        {{- end }}
+        {{- with $root.Values.redis.auth.username }}
+        username: {{ . | quote }}
+        {{- end }}
         listName: {{ $queue | quote }}
         listLength: {{ $autoscaling.listLength | quote }}
         activationListLength: {{ $autoscaling.activationListLength | quote }}
-      {{- if $root.Values.redis.auth.enabled }}
+      {{- if or $root.Values.redis.auth.enabled $root.Values.redis.tls.existingSecret }}
       authenticationRef:
         name: {{ include "docflow.fullname" $root }}-redis
       {{- end }}
