@@ -52,6 +52,32 @@ def test_attempts_count_runs_of_the_current_stage(redis_client):
     assert store.begin_attempt("doc1", 1, "embed") == 1
 
 
+def test_beginning_a_stage_counts_the_run_and_moves_status_and_progress_forward(redis_client):
+    store = StatusStore(redis_client)
+    store.create(make_record())
+    assert store.begin_stage("doc1", 1, "embed", DocumentStatus.EMBEDDING, 40) == 1
+    assert store.begin_stage("doc1", 1, "embed", DocumentStatus.EMBEDDING, 40) == 2
+    record = store.get("doc1")
+    assert (record.status, record.progress, record.stage, record.attempts) == (
+        DocumentStatus.EMBEDDING, 40, "embed", 2)
+    # A redelivered extract run is counted, but never drags the document back.
+    assert store.begin_stage("doc1", 1, "extract", DocumentStatus.EXTRACTING, 0) == 1
+    record = store.get("doc1")
+    assert (record.status, record.progress, record.stage) == (DocumentStatus.EMBEDDING, 40, "extract")
+
+
+def test_beginning_a_stage_of_a_stale_or_final_document_writes_nothing(redis_client):
+    store = StatusStore(redis_client)
+    store.create(make_record())
+    assert store.restart("doc1", "t2") == 2
+    assert store.begin_stage("doc1", 1, "extract", DocumentStatus.EXTRACTING, 0) == 0
+    assert store.get("doc1").status == DocumentStatus.QUEUED
+    assert store.cancel("doc1")
+    assert store.begin_stage("doc1", 2, "extract", DocumentStatus.EXTRACTING, 0) == 0
+    record = store.get("doc1")
+    assert (record.status, record.attempts) == (DocumentStatus.CANCELLED, 0)
+
+
 def test_tenants_see_only_their_documents(redis_client):
     store = StatusStore(redis_client)
     store.create(make_record("a1", "acme"))

@@ -9,6 +9,7 @@ import pytest
 from celery.exceptions import Ignore
 from fpdf import FPDF
 
+from docflow.extractor.pages import Every
 from docflow.extractor.tasks import CHUNKS_ARTIFACT, PAGES_ARTIFACT, _page_reporter, app, extract_document
 from docflow.shared.content_types import ContentType
 from docflow.shared.deadletters import DeadLetterStore
@@ -138,10 +139,25 @@ def test_extraction_stops_when_the_document_is_cancelled_meanwhile(stage):
     message = submit(status, storage, "scan.pdf", ContentType.PDF, three_page_pdf())
     task = app.tasks[Task.EXTRACT.value]
     msg = task.begin(message)
-    on_page = _page_reporter(task, msg)
+    on_page = _page_reporter(task, msg, due=Every(0))  # as if every page took an interval
     on_page(1, 3)
     assert status.get(msg.document_id).pages == 3
 
     assert status.cancel(msg.document_id)
     with pytest.raises(Ignore):
-        on_page(3, 3)  # the last page always reports (pages between wait for an interval)
+        on_page(2, 3)
+
+
+def test_pages_read_within_one_interval_write_no_progress(stage):
+    """A Redis round trip per page would cost more than reading a page: a short
+    document's pages and progress are written once, with its chunks."""
+    status, storage = stage
+    message = submit(status, storage, "scan.pdf", ContentType.PDF, three_page_pdf())
+    task = app.tasks[Task.EXTRACT.value]
+    msg = task.begin(message)
+    before = status.get(msg.document_id)
+    on_page = _page_reporter(task, msg)
+    for page in (1, 2, 3):
+        on_page(page, 3)
+    after = status.get(msg.document_id)
+    assert (after.pages, after.progress, after.updated_at) == (None, 0, before.updated_at)

@@ -16,6 +16,12 @@ def test_the_extract_task_is_registered_under_its_stable_name_and_queue():
     assert app.amqp.router.route({}, Task.EXTRACT.value)["queue"].name == Queue.EXTRACT.value
 
 
+def test_results_are_stored_in_one_round_trip():
+    from docflow.shared.celery_app import WorkerResultBackend
+
+    assert type(app.backend) is WorkerResultBackend
+
+
 def test_tesseract_runs_single_threaded():
     assert os.environ["OMP_THREAD_LIMIT"] == "1"
 

@@ -136,3 +136,37 @@ def test_factory_opens_lancedb_at_the_configured_uri(tmp_path):
     store.ping()
     store.upsert("acme", records("doc1", 1, [[1, 0]]))
     assert (tmp_path / "db").is_dir()
+
+
+def test_a_process_keeping_its_table_handle_sees_other_processes_writes(tmp_path):
+    """Each worker process keeps its tenants' table handles (LanceDBStore): the indexer's
+    writes must still reach a search in another process, and a delete must still find
+    rows another process wrote after the handle was opened."""
+    searcher = LanceDBStore(str(tmp_path / "lancedb"))
+    indexer = LanceDBStore(str(tmp_path / "lancedb"))
+    indexer.upsert("acme", records("doc1", 1, [[1, 0]]))
+    assert searcher.count("acme", "doc1") == 1  # the searcher now holds a handle
+
+    indexer.upsert("acme", records("doc2", 1, [[0, 1]]), fresh=True)
+    indexer.upsert("acme", records("doc1", 2, [[1, 0]]), fresh=True)
+
+    assert [hit.document_id for hit in searcher.search("acme", [0, 1], 1)] == ["doc2"]
+    assert searcher.delete_document("acme", "doc1", keep_version=2) == 1
+    assert indexer.count("acme", "doc1") == 1
+
+
+def test_a_table_handle_is_forgotten_after_an_error(store, tmp_path):
+    store.upsert("acme", records("doc1", 1, [[1, 0]]))
+    assert "acme" in store._tables
+    with pytest.raises(PermanentError):
+        store.upsert("acme", records("doc2", 1, [[1, 0, 0]]))
+    assert "acme" not in store._tables, "a retry must open the table afresh"
+    assert store.count("acme", "doc1") == 1
+
+
+def test_a_process_keeps_a_bounded_number_of_table_handles(store, monkeypatch):
+    monkeypatch.setattr("docflow.indexer.lancedb_store.MAX_OPEN_TABLES", 2)
+    for tenant in ("t1", "t2", "t3"):
+        store.upsert(tenant, records("doc1", 1, [[1, 0]]))
+    assert list(store._tables) == ["t2", "t3"]
+    assert store.count("t1", "doc1") == 1  # reopened on demand

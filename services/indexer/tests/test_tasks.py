@@ -300,3 +300,9 @@ def test_non_finite_embeddings_fail_the_document(env, status, storage, vectors):
     assert index_document.apply(args=[message]).state == "FAILURE"
     assert status.get(document_id).error.code is ErrorCode.INTERNAL_ERROR
     assert vectors.count(TENANT, document_id) == 0
+
+
+def test_results_are_stored_in_one_round_trip():
+    from docflow.shared.celery_app import WorkerResultBackend
+
+    assert type(worker.app.backend) is WorkerResultBackend

@@ -146,19 +146,24 @@ class StageTask(DocflowTask):
 
     def begin(self, message: dict[str, Any]) -> PipelineMessage:
         """Validate the message and claim this run; stale runs are dropped (Ignore)."""
+        return self.begin_run(message)[0]
+
+    def begin_run(self, message: dict[str, Any]) -> tuple[PipelineMessage, int]:
+        """`begin`, also returning which run of this stage for this version it is (1 = the
+        first: no earlier run can have written anything)."""
         msg = PipelineMessage.model_validate(message)
         structlog.contextvars.bind_contextvars(document_id=msg.document_id, version=msg.version,
                                                stage=self.stage.value)
-        attempt = self.status.begin_attempt(msg.document_id, msg.version, self.stage.value)
+        # Counting the run and moving the status forward share one round trip.
+        attempt = self.status.begin_stage(msg.document_id, msg.version, self.stage.value,
+                                          STATUS_OF_STAGE[self.stage], PROGRESS_SPAN[self.stage][0])
         if not attempt:
             log.info("skipping stale run: document deleted, reprocessed or already final")
             raise Ignore()
         if attempt > self.settings.max_deliveries:
             self._give_up_on_a_poison_message(msg, attempt)
             raise Ignore()  # acked: the chain stops here, the record says why
-        self.status.update(msg.document_id, msg.version, STATUS_OF_STAGE[self.stage],
-                           PROGRESS_SPAN[self.stage][0])
-        return msg
+        return msg, attempt
 
     def report(self, msg: PipelineMessage, done: float, total: float, **counts: Any) -> bool:
         """Progress within this stage (done of total) plus any counts to record.

@@ -105,6 +105,31 @@ end
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
+# A stage run's start in one round trip: _ATTEMPT_LUA's count, then _UPDATE_LUA's
+# forward-only move to the stage's status and first progress (skipped, like an update,
+# when it would move the status backwards: a redelivered earlier stage).
+# KEYS[1] = hash; ARGV: version, stage, now, status, progress, rank (JSON).
+# Returns the attempt number, 0 if stale/final (then nothing is written).
+_BEGIN_LUA = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current or current ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if redis.call('HGET', KEYS[1], 'stage') ~= ARGV[2] then
+  redis.call('HSET', KEYS[1], 'stage', ARGV[2], 'attempts', 0)
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local rank = cjson.decode(ARGV[6])
+if rank[ARGV[4]] >= rank[status] then
+  redis.call('HSET', KEYS[1], 'status', ARGV[4])
+  local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
+  if tonumber(ARGV[5]) > old then redis.call('HSET', KEYS[1], 'progress', ARGV[5]) end
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+end
+return attempt
+"""
+_RANK_JSON = json.dumps(_RANK)
+
 # KEYS[1] = hash, KEYS[2] = the in-flight set; ARGV: task_id, now, expected version and
 # expected updated_at ('' = any: a reprocess; both set: a recovery, which must not
 # restart a document that moved meanwhile), then field/value pairs to reset. Returns
@@ -162,6 +187,7 @@ class StatusStore:
         self.prefix = prefix
         self._update = client.register_script(_UPDATE_LUA)
         self._attempt = client.register_script(_ATTEMPT_LUA)
+        self._begin = client.register_script(_BEGIN_LUA)
         self._restart = client.register_script(_RESTART_LUA)
         self._reopen = client.register_script(_REOPEN_LUA)
 
@@ -231,15 +257,21 @@ class StatusStore:
         return DocumentRecord.model_validate(data)
 
     # --- writes by the gateway ---------------------------------------------------
-    def create(self, record: DocumentRecord) -> None:
+    def create(self, record: DocumentRecord, pipe: redis.client.Pipeline | None = None) -> None:
+        """Write a new record. With `pipe` (a transaction), the writes are only queued on
+        it, for the caller to execute together with its own (the gateway stores the
+        task's owner in the same round trip)."""
         fields = {k: _encode(v) for k, v in record.model_dump().items()}
         fields["metadata"] = json.dumps(record.metadata)
-        pipe = self.redis.pipeline(transaction=True)
+        own_pipe = pipe is None
+        if own_pipe:
+            pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self._doc_key(record.document_id), mapping=fields)
         pipe.zadd(self._tenant_key(record.tenant), {record.document_id: record.created_at.timestamp()})
         if record.status not in FINAL_STATUSES:
             pipe.zadd(self.in_flight_key, {record.document_id: record.created_at.timestamp()})
-        pipe.execute()
+        if own_pipe:
+            pipe.execute()
 
     def restart(self, document_id: str, task_id: str,
                 if_unchanged: tuple[str, str] | None = None) -> int | None:
@@ -280,6 +312,14 @@ class StatusStore:
     def begin_attempt(self, document_id: str, version: int, stage: str) -> int:
         """Count a run of `stage`; 0 means the run is stale (deleted, reprocessed, final)."""
         return int(self._attempt(keys=[self._doc_key(document_id)], args=[version, stage]))
+
+    def begin_stage(self, document_id: str, version: int, stage: str, status: DocumentStatus,
+                    progress: int) -> int:
+        """`begin_attempt` plus `update(status, progress)` in one round trip: a stage's
+        run starts with both, and a round trip costs as much as a small task's work.
+        Returns the attempt number; 0 means the run is stale and nothing was written."""
+        return int(self._begin(keys=[self._doc_key(document_id)], args=[
+            version, stage, utcnow().isoformat(), status.value, max(0, min(100, int(progress))), _RANK_JSON]))
 
     def is_current(self, document_id: str, version: int) -> bool:
         current, status = self.redis.hmget(self._doc_key(document_id), "version", "status")

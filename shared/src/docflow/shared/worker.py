@@ -6,7 +6,7 @@ import structlog
 from celery import Celery, signals
 
 from docflow.shared import worker_metrics
-from docflow.shared.celery_app import create_celery_app
+from docflow.shared.celery_app import create_celery_app, worker_result_backend
 from docflow.shared.logging import configure_logging
 from docflow.shared.names import SERVICE_OF_STAGE, Stage
 from docflow.shared.settings import get_settings
@@ -25,6 +25,7 @@ def create_worker_app(stage: Stage, include: list[str],
     configure_logging(SERVICE_OF_STAGE[stage], settings.log_level)
     app = create_celery_app(SERVICE_OF_STAGE[stage], settings)
     app.conf.include = include
+    app.conf.result_backend = worker_result_backend(settings)
     # Messages Celery refuses (not JSON, malformed, unknown task) become dead letters.
     app.conf.worker_consumer = "docflow.shared.delivery:DeadLetteringConsumer"
 

@@ -64,13 +64,15 @@ def extract_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]
     return msg.model_copy(update={"chunks_key": msg.key(CHUNKS_ARTIFACT)}).model_dump()
 
 
-def _page_reporter(task: StageTask, msg: PipelineMessage) -> Progress:
-    due = Every()
+def _page_reporter(task: StageTask, msg: PipelineMessage, due: Every | None = None) -> Progress:
+    # One write per interval while pages are read, the first after one interval: a
+    # write per page would cost a Redis round trip per page, and most documents are
+    # read well within one interval; the task's closing report then writes their
+    # pages and progress in the same round trip as their chunks.
+    due = due or Every(wait_first=True)
 
     def on_page(done: int, total: int) -> None:
-        # The first page (so `pages` shows at once), the last, and one write per
-        # interval between: a write per page would cost a Redis round trip per page.
-        if done != total and not due():
+        if not due():
             return
         # OCR of a long scan takes minutes: stop paying for a document that was
         # cancelled, deleted or reprocessed meanwhile (the write says so).

@@ -73,7 +73,7 @@ def index_document(self: StageTask, message: dict) -> dict:
     completed first must not make this run delete the live vectors.
     """
     try:
-        msg = self.begin(message)
+        msg, attempt = self.begin_run(message)
     except Ignore:
         _remove_stale_run(self, message)
         raise
@@ -84,21 +84,30 @@ def index_document(self: StageTask, message: dict) -> dict:
 
     store = get_store()
     total = len(records)
-    fresh = _first_run_of_this_version(self, msg)
+    # `begin` counts every run of the stage per version atomically (a retry or a
+    # redelivery after a killed worker counts 2, 3, ...): on the first, none of this
+    # version's vector ids can exist yet and the store may append; later runs
+    # overwrite by id.
+    fresh = attempt == 1
     batch_size = self.settings.upsert_batch_size
     for start in range(0, total, batch_size):
         done = store.upsert(msg.tenant, records[start:start + batch_size], fresh=fresh) + start
         metrics.VECTORS_UPSERTED.labels(self.settings.vector_store).inc(done - start)
-        self.report(msg, done, total)
+        if done < total:  # the last batch's progress (100) comes with `complete`
+            self.report(msg, done, total)
 
-    if keeps_vectors(self.status.get(msg.document_id), msg.version):
+    # Version 1 has no older versions to drop, so it completes at once: `complete`
+    # applies only while the version is current and the document not final, and only
+    # when it refuses is the record read to tell a twin's completion from staleness.
+    if msg.version == 1 and self.status.complete(msg.document_id, msg.version, vectors=total):
+        _count_completed(self, msg)
+    elif keeps_vectors(self.status.get(msg.document_id), msg.version):
         if msg.version > 1:
             # Reprocessing replaces old vectors: drop the versions before this one
-            # (version 1 has none, and the delete would scan the tenant's table).
+            # before completing, so a crash in between redelivers a run that drops them.
             store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version)
         if self.status.complete(msg.document_id, msg.version, vectors=total):
-            metrics.document_finished(DocumentStatus.COMPLETED.value, msg.content_type,
-                                      header(self.request, ACCEPTED_AT), time.time())
+            _count_completed(self, msg)
     else:
         # Deleted, reprocessed or cancelled while we wrote: a stale run leaves nothing behind.
         removed = store.delete_version(msg.tenant, msg.document_id, msg.version,
@@ -107,16 +116,9 @@ def index_document(self: StageTask, message: dict) -> dict:
     return {"document_id": msg.document_id, "version": msg.version, "vectors": total}
 
 
-def _first_run_of_this_version(task: StageTask, msg: PipelineMessage) -> bool:
-    """True when no earlier run of the index stage began for this document version,
-    so none of its vector ids can exist yet and the store may append.
-
-    `begin()` counts every run of a stage per version atomically (a retry or a
-    redelivery after a killed worker counts 2, 3, ...); those runs overwrite by id.
-    """
-    record = task.status.get(msg.document_id)
-    return (record is not None and record.version == msg.version
-            and record.stage == task.stage.value and record.attempts == 1)
+def _count_completed(task: StageTask, msg: PipelineMessage) -> None:
+    metrics.document_finished(DocumentStatus.COMPLETED.value, msg.content_type,
+                              header(task.request, ACCEPTED_AT), time.time())
 
 
 def _remove_stale_run(task: StageTask, message: dict) -> None:
