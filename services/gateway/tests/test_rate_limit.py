@@ -1,8 +1,9 @@
 """Per-tenant rate limits: 429 with Retry-After, one budget shared by every replica."""
 
-import time
+import asyncio
 
 import pytest
+import redis.asyncio
 
 from docflow.gateway.rate_limit import Action, RateLimiter
 
@@ -58,17 +59,30 @@ def test_zero_turns_a_limit_off(make_gateway):
     assert all(gateway.upload().status_code == 202 for _ in range(5))
 
 
-def test_tokens_refill_continuously(redis_client):
-    limiter = RateLimiter(redis_client, "docflow:", {Action.UPLOAD: 60})  # one token per second
-    assert all(limiter.take("t", Action.UPLOAD).allowed for _ in range(60))
-    empty = limiter.take("t", Action.UPLOAD)
-    assert not empty.allowed and empty.retry_after_seconds == 1
-    time.sleep(1.2)  # a little over one token back
-    assert [limiter.take("t", Action.UPLOAD).allowed for _ in range(2)] == [True, False]
+async def _with_limiter(redis_server, per_minute, scenario):
+    client = redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        return await scenario(RateLimiter(client, "docflow:", per_minute))
+    finally:
+        await client.aclose()
+
+
+def test_tokens_refill_continuously(redis_server, redis_client):
+    async def scenario(limiter):
+        assert all([(await limiter.take("t", Action.UPLOAD)).allowed for _ in range(60)])
+        empty = await limiter.take("t", Action.UPLOAD)
+        assert not empty.allowed and empty.retry_after_seconds == 1
+        await asyncio.sleep(1.2)  # a little over one token back
+        assert [(await limiter.take("t", Action.UPLOAD)).allowed for _ in range(2)] == [True, False]
+
+    asyncio.run(_with_limiter(redis_server, {Action.UPLOAD: 60}, scenario))  # one token per second
 
 
 @pytest.mark.parametrize("action", list(Action))
-def test_an_idle_bucket_expires(redis_client, action):
-    RateLimiter(redis_client, "docflow:", {action: 60}).take("t", action)
+def test_an_idle_bucket_expires(redis_server, redis_client, action):
+    async def scenario(limiter):
+        await limiter.take("t", action)
+
+    asyncio.run(_with_limiter(redis_server, {action: 60}, scenario))
     ttl = redis_client.pttl(f"docflow:ratelimit:{action.value}:t")
     assert 0 < ttl <= 61_000, "a full bucket is the same as no bucket: Redis forgets it"

@@ -2,6 +2,7 @@
 
 import pytest
 from kombu.exceptions import OperationalError
+from prometheus_client import REGISTRY
 
 from docflow.devstack.processes import free_port
 from docflow.shared.names import Queue
@@ -53,6 +54,29 @@ def test_failed_enqueue_undoes_the_record_the_mapping_and_the_original(gateway, 
 
     assert response.status_code == 503
     assert response.headers["Retry-After"]
+    assert gateway.get("/v1/documents").json()["total"] == 0
+    assert redis_client.keys("docflow:doc:*") == [] and redis_client.keys("docflow:task:*") == []
+    assert stored_files(gateway) == []
+    assert broker.length(Queue.EXTRACT.value) == 0
+
+
+def test_a_publish_that_cannot_reach_the_broker_is_undone_and_503(gateway, broker, redis_client):
+    """The rate limit and the record reach Redis, the publish does not (its broker
+    connection refused): after the publish retries, the upload is undone, not lost."""
+    celery = gateway.client.app.state.services.celery
+    celery.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+    def unavailable() -> float:
+        return REGISTRY.get_sample_value("docflow_gateway_documents_rejected_total",
+                                         {"reason": "unavailable"})
+
+    before = unavailable()
+
+    response = gateway.upload()
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert unavailable() == before + 1
     assert gateway.get("/v1/documents").json()["total"] == 0
     assert redis_client.keys("docflow:doc:*") == [] and redis_client.keys("docflow:task:*") == []
     assert stored_files(gateway) == []

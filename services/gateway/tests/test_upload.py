@@ -69,6 +69,23 @@ def test_enqueued_message_is_a_claim_check_for_the_whole_chain(gateway, broker):
     assert message.size < 4096
     assert b"quick brown fox" not in message.raw.encode()
     assert "quick brown fox" not in str(message.body)
+    # What the workers read from the headers (docflow.shared.tracing), and a short
+    # argument repr for monitoring tools instead of the whole message.
+    assert {"request_id", "accepted_at", "enqueued_at"} <= message.headers.keys()
+    assert message.headers["argsrepr"] == f"(document_id='{accepted['document_id']}', version=1)"
+
+
+def test_uploads_are_enqueued_again_after_a_redis_restart(gateway, broker, redis_server):
+    """The producer and the Redis clients keep their connections between uploads; a
+    restart drops them all, and the next upload must reconnect, not fail."""
+    first = gateway.accepted()
+    redis_server.stop()
+    redis_server.start()  # same port; AOF keeps what was accepted
+    second = gateway.accepted()
+
+    queued = [message.task_id for message in broker.messages(Queue.EXTRACT.value)]
+    assert queued == [f"{first['task_id']}.extract", f"{second['task_id']}.extract"]
+    assert gateway.get(f"/v1/documents/{second['document_id']}").json()["status"] == "queued"
 
 
 def test_metadata_must_be_a_json_object(gateway, broker):

@@ -4,8 +4,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import redis
+import redis.asyncio
 from celery import Celery
 from fastapi import Depends, Request
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from docflow.gateway.auth import ApiKeys, Tenant
 from docflow.gateway.celery_producer import CONNECT_TIMEOUT_SECONDS, SOCKET_TIMEOUT_SECONDS, create_producer
@@ -13,7 +16,7 @@ from docflow.gateway.pipeline import Pipeline
 from docflow.gateway.rate_limit import Action, RateLimiter
 from docflow.gateway.task_registry import TaskRegistry
 from docflow.shared.deadletters import DeadLetterStore
-from docflow.shared.redis_connection import redis_client
+from docflow.shared.redis_connection import redis_client, tls_options
 from docflow.shared.settings import Settings
 from docflow.shared.status import StatusStore
 from docflow.shared.storage import Storage, open_storage
@@ -25,6 +28,8 @@ __all__ = ["Services", "ServicesDep", "Tenant", "get_services"]
 class Services:
     settings: Settings
     redis: redis.Redis
+    # For the calls made on the event loop (the rate limits), not worth a thread hop.
+    redis_async: redis.asyncio.Redis
     status: StatusStore
     storage: Storage
     celery: Celery
@@ -39,10 +44,18 @@ class Services:
         """Connects lazily: the app starts (and /healthz answers) with Redis down."""
         client = redis_client(settings, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                               socket_timeout=SOCKET_TIMEOUT_SECONDS)
+        async_client = redis.asyncio.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=SOCKET_TIMEOUT_SECONDS, **tls_options(settings),
+            # redis.asyncio does not notice a connection the server closed (a Redis
+            # restart) until a command fails on it, where redis-py's sync pool checks
+            # before sending: one immediate retry, on a fresh connection, does the same.
+            retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
         celery = create_producer(settings)
         return cls(
             settings=settings,
             redis=client,
+            redis_async=async_client,
             status=StatusStore(client, settings.redis_key_prefix),
             storage=open_storage(settings),
             celery=celery,
@@ -50,18 +63,21 @@ class Services:
             tasks=TaskRegistry(client, settings.redis_key_prefix, ttl_seconds=celery.conf.result_expires),
             api_keys=ApiKeys(settings.tenants_by_key),
             dead_letters=DeadLetterStore(client, settings.redis_key_prefix),
-            rate_limiter=RateLimiter(client, settings.redis_key_prefix, {
+            rate_limiter=RateLimiter(async_client, settings.redis_key_prefix, {
                 Action.UPLOAD: settings.upload_rate_limit_per_minute,
                 Action.SEARCH: settings.search_rate_limit_per_minute,
             }),
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.redis.close()
+        await self.redis_async.aclose()
         self.celery.close()
 
 
-def get_services(request: Request) -> Services:
+# async although it does no I/O: FastAPI would run a sync dependency in its threadpool,
+# a thread hop per request for an attribute lookup.
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 

@@ -50,12 +50,16 @@ def accept_document(services: Services, tenant: str, upload: Upload) -> Document
     services.storage.put(original_key, upload.read_all())
     try:
         now = utcnow()
+        # The record and the task's owner in one transaction: one round trip, and
+        # never one without the other.
+        writes = services.redis.pipeline(transaction=True)
         services.status.create(DocumentRecord(
             document_id=document_id, tenant=tenant, filename=filename, content_type=content_type.value,
             size_bytes=upload.size, metadata=upload.metadata, task_id=task_id,
             original_key=original_key, created_at=now, updated_at=now,
-        ))
-        services.tasks.remember(task_id, TaskOwner(tenant=tenant, document_id=document_id))
+        ), writes)
+        services.tasks.remember(task_id, TaskOwner(tenant=tenant, document_id=document_id), writes)
+        writes.execute()
         message = PipelineMessage(document_id=document_id, tenant=tenant, version=1,
                                   content_type=content_type.value, original_key=original_key)
         services.pipeline.enqueue_document(message, task_id)

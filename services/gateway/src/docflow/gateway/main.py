@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if recovery is not None:
             recovery.cancel()
-        services.close()
+        await services.close()
 
     app = FastAPI(
         title="docflow gateway",

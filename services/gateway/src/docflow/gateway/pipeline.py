@@ -58,29 +58,47 @@ class Pipeline:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
 
-    def document_chain(self, message: PipelineMessage, task_id: str,
-                       from_stage: Stage = Stage.EXTRACT) -> chain:
-        """The stages from `from_stage` on (a replay resumes where its run failed)."""
-        first = [stage for stage, _ in DOCUMENT_STAGES].index(from_stage)
-        signatures = []
-        for position, (stage, task) in enumerate(DOCUMENT_STAGES[first:]):
-            # Only the first stage gets the message; chain passes each result on.
-            args = [message.model_dump()] if position == 0 else []
-            signature = self.celery.signature(task.value, args=args)
-            signatures.append(signature.set(task_id=stage_task_id(task_id, stage)))
-        return chain(*signatures)
-
     def enqueue_document(self, message: PipelineMessage, task_id: str) -> None:
-        self.document_chain(message, task_id).apply_async()
+        self._send_document(message, task_id, Stage.EXTRACT)
         log.info("pipeline enqueued", document_id=message.document_id, task_id=task_id,
                  version=message.version)
 
     def resume_document(self, message: PipelineMessage, task_id: str, from_stage: Stage) -> None:
         """Enqueue the rest of a document's chain from `from_stage`, whose message already
         carries the keys of what the earlier stages stored."""
-        self.document_chain(message, task_id, from_stage).apply_async()
+        self._send_document(message, task_id, from_stage)
         log.info("pipeline resumed", document_id=message.document_id, task_id=task_id,
                  version=message.version, stage=from_stage.value)
+
+    def _send_document(self, message: PipelineMessage, task_id: str, from_stage: Stage) -> None:
+        """Publish the stages from `from_stage` on as one chain (a replay resumes where its
+        run failed).
+
+        This is the message `celery.chain(...).apply_async()` publishes -- the first
+        stage, with the later ones in its `chain` option, last first, each worker
+        sending the next -- built and sent with Celery's own `app.amqp` calls: the
+        canvas route clones and freezes every signature, repr()s the arguments and goes
+        through `send_task`'s generic option handling on every upload, which together
+        cost more CPU than the rest of the upload. The arguments' repr (what monitoring
+        tools show) is the claim check's identity, not the whole message.
+        """
+        first = [stage for stage, _ in DOCUMENT_STAGES].index(from_stage)
+        (stage, task), *later = DOCUMENT_STAGES[first:]
+        first_id = stage_task_id(task_id, stage)
+        remaining = [self.celery.signature(later_task.value, task_id=stage_task_id(task_id, later_stage))
+                     for later_stage, later_task in reversed(later)]
+        amqp = self.celery.amqp
+        task_message = amqp.create_task_message(
+            first_id, task.value, [message.model_dump()], {}, chain=remaining,
+            root_id=first_id, reply_to=self.celery.thread_oid, ignore_result=None,
+            argsrepr=f"(document_id={message.document_id!r}, version={message.version})", kwargsrepr="{}",
+        )
+        # A producer from the app's pool keeps its Redis connection between uploads; the
+        # route is the shared TASK_ROUTES entry (the stage's queue). A publish retries and
+        # reconnects by the app's task_publish_retry_policy, then raises the connection
+        # error, which the caller undoes the upload for and answers with a 503.
+        with self.celery.producer_or_acquire() as producer:
+            amqp.send_task_message(producer, task.value, task_message, **amqp.router.route({}, task.value))
 
     def send(self, task_name: str, args: list[Any]) -> str:
         """Enqueue one task by name (routed to its stage's queue by TASK_ROUTES)."""

@@ -26,11 +26,16 @@ class TaskRegistry:
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
 
-    def remember(self, task_id: str, owner: TaskOwner) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+    def remember(self, task_id: str, owner: TaskOwner, pipe: redis.client.Pipeline | None = None) -> None:
+        """Store the owner; with `pipe` (a transaction), only queue the writes on it for
+        the caller to execute with its own (an upload's record, in one round trip)."""
+        own_pipe = pipe is None
+        if own_pipe:
+            pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self._key(task_id), mapping={"tenant": owner.tenant, "document_id": owner.document_id})
         pipe.expire(self._key(task_id), self.ttl_seconds)
-        pipe.execute()
+        if own_pipe:
+            pipe.execute()
 
     def forget(self, task_id: str) -> None:
         self.redis.delete(self._key(task_id))
