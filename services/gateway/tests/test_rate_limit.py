@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 import redis.asyncio
+from prometheus_client import REGISTRY
 
 from docflow.gateway.rate_limit import Action, RateLimiter
 
@@ -19,6 +20,22 @@ def test_uploads_beyond_the_limit_get_429_with_retry_after(make_gateway):
     assert int(refused.headers["Retry-After"]) in range(1, 21)  # one token refills in 60/3 s
     assert "3 per minute" in refused.json()["detail"]
     assert gateway.get("/v1/documents").json()["total"] == 3, "a refused upload leaves nothing behind"
+
+
+def rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("docflow_gateway_documents_rejected_total", {"reason": reason}) or 0.0
+
+
+def test_a_rate_limited_upload_counts_as_rejected_and_a_search_does_not(make_gateway):
+    gateway = make_gateway(upload_rate_limit_per_minute=1, search_rate_limit_per_minute=1,
+                           search_timeout_seconds=0.2)
+    gateway.accepted()
+    before = rejected("rate_limited")
+    assert gateway.upload().status_code == 429
+    assert rejected("rate_limited") == before + 1
+    gateway.post("/v1/search", json=QUERY)
+    assert gateway.post("/v1/search", json=QUERY).status_code == 429
+    assert rejected("rate_limited") == before + 1, "a refused search is not a rejected upload"
 
 
 def test_the_budget_is_shared_by_every_gateway_replica(make_gateway):

@@ -14,6 +14,7 @@ upload path that hop cost more CPU than the Redis call itself.
 """
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,6 +22,7 @@ import redis.asyncio
 from fastapi import Depends, HTTPException, Request, status
 
 from docflow.gateway.auth import Tenant
+from docflow.gateway.metrics import counting_rejections
 
 # KEYS[1] = bucket hash. ARGV: capacity, tokens per second. Returns {allowed (0|1),
 # seconds until one token is available (as a string: Lua numbers become integers)}.
@@ -75,15 +77,18 @@ class RateLimiter:
 def _limited(action: Action):
     async def check(request: Request, tenant: Tenant) -> None:
         limiter: RateLimiter = request.app.state.services.rate_limiter
-        decision = await limiter.take(tenant, action)
-        if not decision.allowed:
-            limit = limiter.per_minute[action]
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"too many {action.value} requests for this tenant (limit {limit} per minute); "
-                f"retry after {decision.retry_after_seconds} s",
-                headers={"Retry-After": str(decision.retry_after_seconds)},
-            )
+        # An upload refused here (429, or 503 with Redis down) never reaches the upload
+        # route's own counting: count it as a rejected upload here.
+        with counting_rejections() if action is Action.UPLOAD else nullcontext():
+            decision = await limiter.take(tenant, action)
+            if not decision.allowed:
+                limit = limiter.per_minute[action]
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    f"too many {action.value} requests for this tenant (limit {limit} per minute); "
+                    f"retry after {decision.retry_after_seconds} s",
+                    headers={"Retry-After": str(decision.retry_after_seconds)},
+                )
 
     return Depends(check)
 
