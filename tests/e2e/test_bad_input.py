@@ -29,6 +29,7 @@ FAILED_WITH = {
     "DOCX zip bomb": ("bomb.docx", hostile.zip_bomb_docx, "too_large"),
     "DOCX XML entity bomb (billion laughs)": ("laughs.docx", hostile.entity_bomb_docx, "corrupt_file"),
     "image over Pillow's pixel limit": ("huge.png", hostile.pixel_bomb_png, "too_large"),
+    "scanned PDF whose image is over that limit": ("huge-scan.pdf", hostile.pixel_bomb_pdf, "too_large"),
     "text that is not decodable": ("mixed.txt", hostile.undecodable_text, "undecodable_text"),
 }
 

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from docflow.devstack import samples
-from docflow.devstack.hostile import entity_bomb_docx, flate_bomb_pdf, rewritten_docx, truncated_docx
+from docflow.devstack.hostile import (entity_bomb_docx, flate_bomb_pdf, pixel_bomb_pdf, rewritten_docx,
+                                      truncated_docx)
 from docflow.extractor.readers import read_document
 from docflow.extractor.readers.zip_safety import MAX_COMPRESSION_RATIO, check_office_zip
 from docflow.shared.content_types import ContentType
@@ -94,3 +95,19 @@ def test_an_image_over_pillows_pixel_limit_is_too_large_at_once(side):
 def test_a_pdf_stream_inflating_beyond_pypdfs_limit_is_too_large():
     error = read(ContentType.PDF, flate_bomb_pdf(200 * MiB))
     assert error.code is ErrorCode.TOO_LARGE and "limit" in error.message
+
+
+def test_a_pdf_image_over_the_pixel_limit_is_too_large_before_it_is_decoded():
+    """pypdf builds a picture from raw samples (no Pillow bomb check): 100 Mpx of 1-bit
+    white would be ~100 MB as the grey image Tesseract is given, and minutes of OCR."""
+    bomb = pixel_bomb_pdf(10_000)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    error = read(ContentType.PDF, bomb)
+    assert error.code is ErrorCode.TOO_LARGE and "100000000 pixels" in error.message
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 10, f"the image must not be decoded (memory grew {grown_mib:.0f} MiB)"
+
+
+def test_a_pdf_image_under_the_pixel_limit_is_still_ocrd():
+    error = read(ContentType.PDF, pixel_bomb_pdf(2_000))  # 4 Mpx of white: decoded, OCR'd, blank
+    assert error.code is ErrorCode.EMPTY_DOCUMENT and "OCR found none" in error.message

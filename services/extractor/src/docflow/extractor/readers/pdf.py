@@ -3,7 +3,9 @@
 pypdf has had decompression-bomb and infinite-loop CVEs, so its version is pinned
 recent and its default limits (pypdf.Configuration) are kept; hitting one raises
 `LimitReachedError`, which we report as `too_large`. Every task also runs under a
-time limit.
+time limit. An image to OCR is held to the same pixel limit as an uploaded image
+(Pillow's `MAX_IMAGE_PIXELS`), checked on the size it declares before pypdf decodes
+it: pypdf builds the picture from the raw samples, past Pillow's own bomb check.
 """
 
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from contextlib import contextmanager
 from io import BytesIO
 
 import structlog
+from PIL import Image
 from pypdf import PageObject, PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 
@@ -82,6 +85,11 @@ def _page_text(page: PageObject, ocr_languages: str) -> str:
 def _ocr_embedded_images(page: PageObject, languages: str) -> str:
     texts = []
     for name in page.images.keys():
+        pixels = _declared_pixels(page, name)
+        if pixels > Image.MAX_IMAGE_PIXELS:
+            raise PermanentError(ErrorCode.TOO_LARGE,
+                                 f"a page's image declares {pixels} pixels, more than the "
+                                 f"{Image.MAX_IMAGE_PIXELS} an image may have to be OCR'd")
         try:
             picture = page.images[name].image
         except (*_NOT_THE_PDFS_FAULT, LimitReachedError):
@@ -93,6 +101,23 @@ def _ocr_embedded_images(page: PageObject, languages: str) -> str:
         if picture is not None:
             texts.append(ocr_image(picture, languages).strip())
     return "\n\n".join(text for text in texts if text)
+
+
+def _declared_pixels(page: PageObject, image_id: str | list[str]) -> int:
+    """Width x height of an image XObject from its dictionary, without decoding it: `image_id`
+    is pypdf's key, a name or the path of names through nested forms. 0 for an inline
+    image (small by definition; pypdf parsed it with the content stream) or a dictionary
+    too broken to say, which the decode that follows reports as such."""
+    path = [image_id] if isinstance(image_id, str) else list(image_id)
+    if path[0].startswith("~"):
+        return 0
+    try:
+        holder = page
+        for name in path:
+            holder = holder["/Resources"].get_object()["/XObject"].get_object()[name].get_object()
+        return int(holder.get("/Width", 0)) * int(holder.get("/Height", 0))
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return 0
 
 
 @contextmanager
