@@ -147,7 +147,9 @@ def test_only_the_backed_up_stage_scales_out_and_a_scale_down_loses_nothing(stac
         assert desired[stage] == triggers[stage].min_replicas
 
     # --- an embedder starts, takes the long document, and is scaled down mid-task -------
-    worker = stack.start_worker(Stage.EMBED)
+    # One pool process, as the chart runs an embedder pod (embedder.concurrency: 1): the
+    # local stack's default of one MiniLM process per core would hold two messages.
+    worker = stack.start_worker(Stage.EMBED, concurrency=1)
     stack.wait_for_worker(Stage.EMBED)
     wait_for(lambda: api_a.document(long_id)["status"] == "embedding", 120, "the long document's embedding",
              interval=0.02)

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from docflow.devstack import samples
+from docflow.devstack.stack import default_concurrency
 from docflow.gateway.main import create_app
 from docflow.shared.names import Stage
 
@@ -73,7 +74,8 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
     for stage, found in by_stage.items():
         assert len(found) == 1, (stage, workers)
         assert found[0]["queues"] == [f"docflow.{stage.value}"]
-        assert found[0]["concurrency"] == 1
+        # What the local stack starts: one MiniLM process per core for embed, else one.
+        assert found[0]["concurrency"] == default_concurrency(stage, "minilm")
 
     # Long enough that the embed task runs for seconds: each admin call waits up to a
     # second for the workers' answers.

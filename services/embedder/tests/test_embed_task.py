@@ -161,3 +161,30 @@ def test_a_failing_query_is_neither_retried_nor_dead_lettered(configure_embedder
     assert result.failed()
     assert len(fake_embeddings_api.requests) == 1
     assert DeadLetterStore(redis_client).count() == 0
+
+
+def test_batches_hold_texts_of_about_one_length_and_rows_stay_in_chunk_order(
+        embed_document, status, storage, configure_embedder, monkeypatch):
+    # A model batch is padded to its longest text: cut in file order, the short chunks
+    # here would each pay for a long neighbour; cut longest first, they share batches.
+    configure_embedder(DOCFLOW_EMBEDDING_BATCH_SIZE="2")
+    texts = ["short one", "a much longer chunk " * 20, "tiny", "another long chunk of text " * 15, "mid sized text " * 3]
+    msg = extracted_document(status, storage, texts)
+    from docflow.embedder.loaded_provider import get_provider
+
+    provider = get_provider()
+    batches: list[list[str]] = []
+    embed = provider.embed
+    monkeypatch.setattr(provider, "embed", lambda batch: batches.append(list(batch)) or embed(batch))
+
+    result = embed_document.apply(args=[msg.model_dump()]).get()
+
+    assert batches == [[texts[3], texts[1]], [texts[4], texts[0]], [texts[2]]]
+    matrix = matrix_from_npy(storage.get(result["embeddings_key"]))
+    np.testing.assert_allclose(matrix, HashingProvider(64).embed(texts))  # row i is chunk i
+
+
+def test_longest_first_keeps_file_order_among_equal_lengths():
+    from docflow.embedder.tasks import longest_first
+
+    assert longest_first(["bb", "a", "cc", "ddd"]).tolist() == [3, 0, 2, 1]

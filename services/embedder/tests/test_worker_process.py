@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from docflow.embedder.matrix_io import matrix_from_npy
+from docflow.embedder.providers.minilm import threads_per_process
 from docflow.shared.celery_app import create_celery_app
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Queue, Task
@@ -87,3 +88,9 @@ def test_a_prefork_worker_embeds_documents_and_queries_with_minilm(
     assert int(np.argmax(matrix @ np.asarray(query, dtype=np.float32))) == 1
     record = status.get("doc-w")
     assert record.status is DocumentStatus.EMBEDDING and record.progress == 80
+
+    # `--concurrency 2` with DOCFLOW_WORKER_CONCURRENCY unset: each child still gets only
+    # its share of the CPUs (two processes of all-CPU torch pools oversubscribe the cores).
+    loaded = [json.loads(line) for line in minilm_worker.read_text().splitlines()
+              if '"embedding provider loaded"' in line]
+    assert [line["threads"] for line in loaded] == [threads_per_process(2)] * 2

@@ -35,6 +35,21 @@ def worker_argv(stage: Stage, concurrency: int = 1, node: str | None = None) -> 
     ]
 
 
+def default_concurrency(stage: Stage, embedder: str) -> int:
+    """Pool processes of a stage's worker in the local stack.
+
+    The MiniLM embedder runs one model per core, each single-threaded: documents are
+    embedded side by side, which on 2 cores beats one process with torch's 2 intra-op
+    threads (they scale poorly on MiniLM's small matrices, and stall at every barrier
+    when the extractor or the indexer takes a core); a process embedding alone still
+    uses every core (docflow.embedder.loaded_provider.thread_budget). Everything else
+    (and an embedder that only calls an API or hashes) needs one.
+    """
+    if stage is Stage.EMBED and embedder == "minilm":
+        return len(os.sched_getaffinity(0))
+    return 1
+
+
 @dataclass
 class LocalStack:
     data_dir: Path
@@ -118,8 +133,10 @@ class LocalStack:
             raise
         return self
 
-    def start_worker(self, stage: Stage, concurrency: int = 1) -> Process:
+    def start_worker(self, stage: Stage, concurrency: int | None = None) -> Process:
         service = SERVICE_OF_STAGE[stage]
+        concurrency = concurrency or default_concurrency(
+            stage, self.process_env().get("DOCFLOW_EMBEDDER", Settings.model_fields["embedder"].default))
         process = Process(service, worker_argv(stage, concurrency), self.worker_env(stage),
                           self.logs_dir / f"{service}.log").start()
         self.workers[stage] = process

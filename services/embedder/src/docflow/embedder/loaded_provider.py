@@ -1,15 +1,25 @@
 """The one embedding provider of this process, loaded after fork and reused by every task."""
 
+import multiprocessing
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
 from docflow.embedder.providers import EmbeddingProvider, create_provider
+from docflow.embedder.providers.minilm import available_cpus
 from docflow.shared.settings import get_settings
 
 log = structlog.get_logger(__name__)
 
 _provider: EmbeddingProvider | None = None
+# The size of this worker's prefork pool, set in the parent before it forks (see
+# `remember_pool_size`); None outside a worker (tests, solo) means the settings' value.
+_pool_processes: int | None = None
+# How many of the pool's processes are embedding a document right now: shared memory
+# made in the parent before fork, so every child sees the same counter. None: no pool.
+_embedding_now = None
 # Only the threads pool runs tasks concurrently in one process; load once there too.
 _lock = threading.Lock()
 
@@ -19,10 +29,11 @@ def get_provider() -> EmbeddingProvider:
     global _provider
     with _lock:
         if _provider is None:
-            provider = create_provider(get_settings())
+            provider = create_provider(get_settings(), _pool_processes)
             provider.load()
             _provider = provider
-            log.info("embedding provider loaded", provider=provider.name)
+            log.info("embedding provider loaded", provider=provider.name,
+                     threads=getattr(provider, "threads", None))
         return _provider
 
 
@@ -41,6 +52,65 @@ def load_provider() -> None:
 
 def forget_provider() -> None:
     """Drop the loaded provider, so the next use reads the settings again (tests)."""
-    global _provider
+    global _provider, _pool_processes, _embedding_now
     with _lock:
         _provider = None
+        _pool_processes = None
+        _embedding_now = None
+
+
+def remember_pool_size(concurrency: object) -> None:
+    """Record the worker's pool size (Celery's worker_init, in the parent, before fork).
+
+    Each pool process sizes torch's thread pool as CPUs / pool processes. The pool size
+    must come from the worker itself: `celery worker --concurrency 2` with
+    DOCFLOW_WORKER_CONCURRENCY unset gave each of the 2 processes 2 threads on 2
+    cores, 4 busy threads that slowed both. `auto` resolves to one process per CPU.
+    """
+    global _pool_processes, _embedding_now
+    try:
+        _pool_processes = max(1, int(concurrency))
+    except (TypeError, ValueError):
+        _pool_processes = available_cpus()
+    _embedding_now = multiprocessing.Value("i", 0) if _pool_processes > 1 else None
+
+
+@contextmanager
+def embedding_slot() -> Iterator[None]:
+    """Count this process among the pool's processes that are embedding, while inside."""
+    counter = _embedding_now
+    if counter is None:
+        yield
+        return
+    with counter.get_lock():
+        counter.value += 1
+    try:
+        yield
+    finally:
+        with counter.get_lock():
+            counter.value -= 1
+
+
+def thread_budget() -> int | None:
+    """Threads this process should use for its next model call, or None: keep its own.
+
+    With one pool process per core, each runs its model single-threaded: two documents
+    at a time on 2 cores, one per core, beat one document on both (torch's intra-op
+    threads scale poorly at these small matrices, and a busy core stalls every other
+    thread of the team at each barrier). But when the others are idle (the last
+    document of a burst, or a lone upload) one thread would leave cores unused: a
+    process that embeds alone takes them all, and gives them back at its next batch
+    once another starts. (A pool process killed mid-task never gives its slot back: the
+    others then keep to their share, as without this budget, until the worker restarts.)
+    """
+    counter = _embedding_now
+    if counter is None:
+        return None
+    return max(1, available_cpus() // max(1, counter.value))
+
+
+def fit_threads(provider: EmbeddingProvider) -> None:
+    """Resize the provider's thread pool to `thread_budget()` (providers with threads only)."""
+    budget = thread_budget()
+    if budget is not None and hasattr(provider, "use_threads"):
+        provider.use_threads(budget)

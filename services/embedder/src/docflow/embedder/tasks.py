@@ -8,7 +8,7 @@ import structlog
 from celery.exceptions import Ignore
 
 from docflow.embedder import providers
-from docflow.embedder.loaded_provider import get_provider
+from docflow.embedder.loaded_provider import embedding_slot, fit_threads, get_provider
 from docflow.embedder.matrix_io import matrix_to_npy
 from docflow.embedder.worker import app
 from docflow.shared import metrics
@@ -27,6 +27,18 @@ def read_chunk_texts(data: bytes) -> list[str]:
     return [Chunk.model_validate(item).text for item in json.loads(data)]
 
 
+def longest_first(texts: list[str]) -> np.ndarray:
+    """Row indices in the order to embed them: longest text first, ties in file order.
+
+    A model batch is padded to its longest text. Cut in file order, a batch of a
+    document whose chunks range from 40 to 250 tokens pays for its longest chunk in
+    every row; cut after sorting, each batch holds texts of about one length. This is
+    the order SentenceTransformer.encode uses within one call (by character length),
+    so per-batch calls here cost what one encode call over the whole document does.
+    """
+    return np.argsort([-len(text) for text in texts], kind="stable")
+
+
 @app.task(base=StageTask, name=Task.EMBED.value, bind=True)
 def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
     msg = self.begin(message)
@@ -38,16 +50,22 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
 
     provider = get_provider()
     batch_size = providers.batch_size(self.settings)
-    batches: list[np.ndarray] = []
-    for start in range(0, len(texts), batch_size):
-        batches.append(provider.embed(texts[start:start + batch_size]))
-        metrics.EMBEDDINGS_COMPUTED.labels(provider.name).inc(len(batches[-1]))
-        done = min(start + batch_size, len(texts))
-        self.report(msg, done, len(texts))
-        _stop_if_superseded(self, msg)
+    order = longest_first(texts)
+    matrix: np.ndarray | None = None
+    with embedding_slot():
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            fit_threads(provider)
+            vectors = provider.embed([texts[i] for i in rows])
+            if matrix is None:
+                matrix = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            matrix[rows] = vectors
+            metrics.EMBEDDINGS_COMPUTED.labels(provider.name).inc(len(rows))
+            done = min(start + batch_size, len(texts))
+            self.report(msg, done, len(texts))
+            _stop_if_superseded(self, msg)
 
     key = msg.key(EMBEDDINGS_ARTIFACT)
-    matrix = np.vstack(batches)
     self.storage.put(key, matrix_to_npy(matrix))
     log.info("document embedded", chunks=len(texts), dimensions=matrix.shape[1], provider=provider.name)
     return msg.model_copy(update={"embeddings_key": key}).model_dump()

@@ -5,8 +5,16 @@ in the parent process, which then forks the pool. The model is loaded in each po
 process by `load_provider` (worker_process_init), or on first use otherwise.
 """
 
-from docflow.embedder.loaded_provider import load_provider
+from celery import signals
+
+from docflow.embedder.loaded_provider import load_provider, remember_pool_size
 from docflow.shared.names import Stage
 from docflow.shared.worker import create_worker_app
 
 app = create_worker_app(Stage.EMBED, include=["docflow.embedder.tasks"], on_process_start=load_provider)
+
+
+@signals.worker_init.connect(weak=False)
+def _remember_pool_size(sender=None, **_kwargs) -> None:
+    """The pool's size as the worker resolved it (`--concurrency` wins over the setting)."""
+    remember_pool_size(getattr(sender, "concurrency", None))

