@@ -36,7 +36,7 @@ def test_stale_versions_and_final_documents_are_not_updated(redis_client):
     new_version = store.restart("doc1", "t2")
     assert new_version == 2
     assert not store.update("doc1", 1, DocumentStatus.INDEXING)
-    assert store.begin_attempt("doc1", 1, "extract") == 0
+    assert store.begin_stage("doc1", 1, "extract", DocumentStatus.EXTRACTING, 5) == 0
     assert store.fail("doc1", 2, DocumentError(code=ErrorCode.CORRUPT_FILE, message="bad", stage="extract"))
     assert not store.complete("doc1", 2)
     record = store.get("doc1")
@@ -47,9 +47,9 @@ def test_stale_versions_and_final_documents_are_not_updated(redis_client):
 def test_attempts_count_runs_of_the_current_stage(redis_client):
     store = StatusStore(redis_client)
     store.create(make_record())
-    assert store.begin_attempt("doc1", 1, "extract") == 1
-    assert store.begin_attempt("doc1", 1, "extract") == 2
-    assert store.begin_attempt("doc1", 1, "embed") == 1
+    assert store.begin_stage("doc1", 1, "extract", DocumentStatus.EXTRACTING, 5) == 1
+    assert store.begin_stage("doc1", 1, "extract", DocumentStatus.EXTRACTING, 5) == 2
+    assert store.begin_stage("doc1", 1, "embed", DocumentStatus.EMBEDDING, 40) == 1
 
 
 def test_beginning_a_stage_counts_the_run_and_moves_status_and_progress_forward(redis_client):

@@ -57,7 +57,7 @@ def test_a_run_past_the_delivery_limit_is_dead_lettered_instead_of_run(stage, re
     status, storage, _ = stage
     message = submit(status, storage)
     for _ in range(MAX_DELIVERIES):  # runs that died (worker killed) before finishing
-        status.begin_attempt(message["document_id"], 1, "extract")
+        status.begin_stage(message["document_id"], 1, "extract", DocumentStatus.EXTRACTING, 5)
 
     result = extract_document.apply(args=[message])
 
@@ -77,7 +77,7 @@ def test_runs_within_the_limit_proceed(stage):
     status, storage, _ = stage
     message = submit(status, storage)
     for _ in range(MAX_DELIVERIES - 1):
-        status.begin_attempt(message["document_id"], 1, "extract")
+        status.begin_stage(message["document_id"], 1, "extract", DocumentStatus.EXTRACTING, 5)
     assert extract_document.apply(args=[message]).successful()
     assert status.get(message["document_id"]).attempts == MAX_DELIVERIES
 

@@ -35,7 +35,7 @@ def failed_at_embed(admin, redis_client) -> tuple[dict, PipelineMessage]:
     message = PipelineMessage(document_id=record.document_id, tenant=record.tenant, version=1,
                               content_type=record.content_type, original_key=record.original_key)
     message = message.model_copy(update={"chunks_key": message.key("chunks.json")})
-    assert status.begin_attempt(record.document_id, 1, "embed") == 1
+    assert status.begin_stage(record.document_id, 1, "embed", DocumentStatus.EMBEDDING, 40) == 1
     status.fail(record.document_id, 1, DocumentError(code=ErrorCode.EMBEDDER_UNAVAILABLE,
                                                      message="connection refused", stage="embed"))
     letter = DeadLetterStore(redis_client).add(

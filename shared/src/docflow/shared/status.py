@@ -92,22 +92,10 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
 return 1
 """
 
-# Counts one more run of a stage: attempts restart at 1 when the stage changes.
-# KEYS[1] = hash; ARGV: version, stage.  Returns the attempt number, 0 if stale/final.
-_ATTEMPT_LUA = """
-local current = redis.call('HGET', KEYS[1], 'version')
-if not current or current ~= ARGV[1] then return 0 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
-if redis.call('HGET', KEYS[1], 'stage') ~= ARGV[2] then
-  redis.call('HSET', KEYS[1], 'stage', ARGV[2], 'attempts', 0)
-end
-return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-"""
-
-# A stage run's start in one round trip: _ATTEMPT_LUA's count, then _UPDATE_LUA's
-# forward-only move to the stage's status and first progress (skipped, like an update,
-# when it would move the status backwards: a redelivered earlier stage).
+# A stage run's start in one round trip: count one more run of the stage (attempts
+# restart at 1 when the stage changes), then _UPDATE_LUA's forward-only move to the
+# stage's status and first progress (skipped, like an update, when it would move the
+# status backwards: a redelivered earlier stage).
 # KEYS[1] = hash; ARGV: version, stage, now, status, progress, rank (JSON).
 # Returns the attempt number, 0 if stale/final (then nothing is written).
 _BEGIN_LUA = """
@@ -186,7 +174,6 @@ class StatusStore:
         self.redis = client
         self.prefix = prefix
         self._update = client.register_script(_UPDATE_LUA)
-        self._attempt = client.register_script(_ATTEMPT_LUA)
         self._begin = client.register_script(_BEGIN_LUA)
         self._restart = client.register_script(_RESTART_LUA)
         self._reopen = client.register_script(_REOPEN_LUA)
@@ -309,15 +296,12 @@ class StatusStore:
         pipe.execute()
 
     # --- writes by the stages ------------------------------------------------------
-    def begin_attempt(self, document_id: str, version: int, stage: str) -> int:
-        """Count a run of `stage`; 0 means the run is stale (deleted, reprocessed, final)."""
-        return int(self._attempt(keys=[self._doc_key(document_id)], args=[version, stage]))
-
     def begin_stage(self, document_id: str, version: int, stage: str, status: DocumentStatus,
                     progress: int) -> int:
-        """`begin_attempt` plus `update(status, progress)` in one round trip: a stage's
-        run starts with both, and a round trip costs as much as a small task's work.
-        Returns the attempt number; 0 means the run is stale and nothing was written."""
+        """Count a run of `stage` and move the record to `status` and `progress` (forward
+        only), in one round trip: a round trip costs as much as a small task's work.
+        Returns the attempt number; 0 means the run is stale (deleted, reprocessed,
+        final) and nothing was written."""
         return int(self._begin(keys=[self._doc_key(document_id)], args=[
             version, stage, utcnow().isoformat(), status.value, max(0, min(100, int(progress))), _RANK_JSON]))
 
