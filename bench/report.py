@@ -237,6 +237,7 @@ def render(results: dict, notes: str = "") -> str:
             "make bench    # about 12-20 minutes here; rewrites this file and .data/bench/results.json",
             ".venv/bin/python -m bench.run --only upload,stages --no-report   # some sections only",
             ".venv/bin/python -m bench.run --quick   # a smoke run of everything (.data/bench/benchmarks-quick.md)",
+            "DOCFLOW_BENCH_DIR=/tmp/my-bench .venv/bin/python -m bench.run --no-report   # beside another run",
             "```", ""]
     return "\n".join(out)
 

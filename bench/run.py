@@ -44,7 +44,9 @@ from docflow.shared.names import Stage, Task
 from docflow.shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-WORK = REPO / ".data" / "bench"
+# Everything a run writes (stacks, LanceDB tables, results). Starting a stack empties its
+# folder, so two runs at once on one machine need their own: DOCFLOW_BENCH_DIR.
+WORK = Path(os.environ.get("DOCFLOW_BENCH_DIR") or REPO / ".data" / "bench").resolve()
 CACHE = WORK / "cache"
 PEER_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 CONTENT_TYPES = {"pdf": ContentType.PDF, "docx": ContentType.DOCX, "txt": ContentType.TEXT}
