@@ -30,14 +30,19 @@ def read(content_type: str, data: bytes, **settings) -> PermanentError:
     return caught.value
 
 
+def read_watching_memory(content_type: str, data: bytes) -> tuple[PermanentError, float]:
+    """The error, and how many MiB this process's peak memory grew while reading."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    error = read(content_type, data)
+    return error, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
 def test_a_docx_inflating_beyond_the_limit_is_too_large_before_anything_is_inflated():
     padding = b" " * (300 * MiB)  # 300 MiB of XML whitespace zips to ~300 KB
     bomb = rewritten_docx(extra={"word/padding.xml": padding})
     assert len(bomb) < 1 * MiB
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    error = read(ContentType.DOCX, bomb)
+    error, grown_mib = read_watching_memory(ContentType.DOCX, bomb)
     assert error.code is ErrorCode.TOO_LARGE and "inflate to" in error.message
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 50, f"the check must not inflate the bomb (memory grew {grown_mib:.0f} MiB)"
 
 
@@ -101,10 +106,8 @@ def test_a_pdf_image_over_the_pixel_limit_is_too_large_before_it_is_decoded():
     """pypdf builds a picture from raw samples (no Pillow bomb check): 100 Mpx of 1-bit
     white would be ~100 MB as the grey image Tesseract is given, and minutes of OCR."""
     bomb = pixel_bomb_pdf(10_000)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    error = read(ContentType.PDF, bomb)
+    error, grown_mib = read_watching_memory(ContentType.PDF, bomb)
     assert error.code is ErrorCode.TOO_LARGE and "100000000 pixels" in error.message
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 10, f"the image must not be decoded (memory grew {grown_mib:.0f} MiB)"
 
 

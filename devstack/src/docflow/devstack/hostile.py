@@ -55,13 +55,8 @@ def truncated_docx() -> bytes:
 def flate_bomb_pdf(inflated_bytes: int = 200 * MiB) -> bytes:
     """A one-page PDF whose content stream inflates to `inflated_bytes`."""
     stream = zlib.compress(b"BT /F1 12 Tf 72 720 Td (bomb) Tj ET\n" + b" " * inflated_bytes, 9)
-    return _pdf([
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << "
-        b"/F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
-    ])
+    return _one_page_pdf(b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >>",
+                         b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream")
 
 
 def pixel_bomb_pdf(side: int = 10_000) -> bytes:
@@ -69,15 +64,24 @@ def pixel_bomb_pdf(side: int = 10_000) -> bytes:
     (over Pillow's 89.5 Mpx limit) of 1-bit white in ~15 KB."""
     samples_ = zlib.compress(b"\xff" * ((side + 7) // 8 * side), 9)
     content = b"q 612 0 0 792 0 0 cm /Im0 Do Q"
-    return _pdf([
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /XObject << /Im0 5 0 R >> >> >>",
+    return _one_page_pdf(
+        b"<< /XObject << /Im0 5 0 R >> >>",
         b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
         b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
         b"/BitsPerComponent 1 /Filter /FlateDecode /Length %d >>\nstream\n" % (side, side, len(samples_))
         + samples_ + b"\nendstream",
+    )
+
+
+def _one_page_pdf(resources: bytes, contents: bytes, *more: bytes) -> bytes:
+    """A one-page PDF: the page's resources dictionary, its content stream (object 4) and
+    any further objects (numbered from 5)."""
+    return _pdf([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources " + resources + b" >>",
+        contents,
+        *more,
     ])
 
 
