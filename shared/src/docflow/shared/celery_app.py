@@ -11,6 +11,7 @@ from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
+from docflow.shared import redis_transport
 from docflow.shared.names import STAGE_OF_TASK, TASK_ROUTES
 from docflow.shared.redis_connection import tls_options
 from docflow.shared.settings import Settings
@@ -112,6 +113,9 @@ def create_celery_app(name: str, settings: Settings) -> Celery:
         # Redelivered tasks after a lost connection would otherwise run twice at once.
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
+    if settings.redis_url.partition("://")[0] in redis_transport.SCHEMES:
+        # kombu's Redis transport, minus a client object per command (redis_transport.py).
+        app.conf.broker_transport = redis_transport.TRANSPORT
     tls = tls_options(settings)
     if tls:  # rediss://: the broker and the result backend verify the same way
         app.conf.update(broker_use_ssl=tls, redis_backend_use_ssl=tls)
