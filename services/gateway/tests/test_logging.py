@@ -20,8 +20,7 @@ def test_upload_logs_are_bound_to_document_and_request(gateway):
     assert accepted["document_id"] == document_id
     assert accepted["request_id"] == "trace-1"
     assert accepted["tenant"] == "tenant-a"
-    enqueued = next(line for line in logs if line["event"] == "pipeline enqueued")
-    assert enqueued["document_id"] == document_id
+    assert accepted["task_id"] == response.json()["task_id"]
     access = next(line for line in logs if line["event"] == "request")
     assert (access["status"], access["request_id"]) == (202, "trace-1")
 

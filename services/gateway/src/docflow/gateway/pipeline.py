@@ -59,9 +59,10 @@ class Pipeline:
         self.celery = celery
 
     def enqueue_document(self, message: PipelineMessage, task_id: str) -> None:
+        # Not logged here: each caller's own line (document accepted, reprocessing,
+        # recovered) already says it, with the task id; a second line per upload cost
+        # as much CPU as the record's Redis write.
         self._send_document(message, task_id, Stage.EXTRACT)
-        log.info("pipeline enqueued", document_id=message.document_id, task_id=task_id,
-                 version=message.version)
 
     def resume_document(self, message: PipelineMessage, task_id: str, from_stage: Stage) -> None:
         """Enqueue the rest of a document's chain from `from_stage`, whose message already
