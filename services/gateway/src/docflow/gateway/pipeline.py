@@ -98,8 +98,14 @@ class Pipeline:
         # route is the shared TASK_ROUTES entry (the stage's queue). A publish retries and
         # reconnects by the app's task_publish_retry_policy, then raises the connection
         # error, which the caller undoes the upload for and answers with a 503.
+        #
+        # declare=(): a Redis queue is its list, which LPUSH creates, and the anonymous
+        # exchange Celery publishes to pushes straight onto it; kombu's per-publish
+        # declare (cached after the first) still copied and re-bound the queue and its
+        # exchange on every upload. Workers declare their own queues when they start.
         with self.celery.producer_or_acquire() as producer:
-            amqp.send_task_message(producer, task.value, task_message, **amqp.router.route({}, task.value))
+            amqp.send_task_message(producer, task.value, task_message, declare=(),
+                                   **amqp.router.route({}, task.value))
 
     def send(self, task_name: str, args: list[Any]) -> str:
         """Enqueue one task by name (routed to its stage's queue by TASK_ROUTES)."""
