@@ -46,9 +46,17 @@ def test_put_get_and_delete_prefix(storage):
     assert storage.get("tenants/a/documents/d2/original") == b"other"
 
 
-def test_local_keys_cannot_escape_the_root(tmp_path):
+@pytest.mark.parametrize("key", ["../outside", "tenants/a/../../../outside", "/tmp/outside"])
+def test_local_keys_cannot_escape_the_root(tmp_path, key):
     with pytest.raises(ValueError):
-        LocalStorage(tmp_path / "root").put("../outside", b"x")
+        LocalStorage(tmp_path / "root").put(key, b"x")
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_key_may_climb_within_the_root(tmp_path):
+    storage = LocalStorage(tmp_path / "root")
+    storage.put("tenants/a/../b/original", b"x")
+    assert (tmp_path / "root" / "tenants" / "b" / "original").read_bytes() == b"x"
 
 
 def test_unreachable_s3_is_transient(monkeypatch):

