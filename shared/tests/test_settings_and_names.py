@@ -1,7 +1,16 @@
 import pytest
 from pydantic import ValidationError
 
-from docflow.shared.names import QUEUE_OF_STAGE, TASK_ROUTES, Stage, Task
+from docflow.shared.names import (
+    QUEUE_OF_STAGE,
+    STAGE_OF_QUEUE,
+    STAGE_OF_TASK,
+    TASK_ROUTES,
+    Queue,
+    Stage,
+    Task,
+    queues_of_stage,
+)
 from docflow.shared.settings import Settings, parse_api_keys
 
 
@@ -20,7 +29,18 @@ def test_visibility_timeout_must_exceed_hard_time_limits():
         Settings(visibility_timeout=100, extract_time_limit=200)
 
 
-def test_every_task_routes_to_its_stage_queue():
+def test_every_task_routes_to_a_queue_its_stage_consumes():
+    for task, stage in STAGE_OF_TASK.items():
+        assert TASK_ROUTES[task]["queue"] in queues_of_stage(stage), task
     assert TASK_ROUTES[Task.EXTRACT]["queue"] == QUEUE_OF_STAGE[Stage.EXTRACT]
-    assert TASK_ROUTES[Task.SEARCH]["queue"] == QUEUE_OF_STAGE[Stage.INDEX]
+    assert TASK_ROUTES[Task.DELETE_VECTORS]["queue"] == QUEUE_OF_STAGE[Stage.INDEX]
     assert len(set(QUEUE_OF_STAGE.values())) == len(Stage)
+
+
+def test_searches_have_queues_of_their_own_consumed_first():
+    assert TASK_ROUTES[Task.EMBED_QUERY]["queue"] == Queue.QUERY_EMBED
+    assert TASK_ROUTES[Task.SEARCH]["queue"] == Queue.QUERY_INDEX
+    assert queues_of_stage(Stage.EMBED) == [Queue.QUERY_EMBED, Queue.EMBED]
+    assert queues_of_stage(Stage.INDEX) == [Queue.QUERY_INDEX, Queue.INDEX]
+    assert queues_of_stage(Stage.EXTRACT) == [Queue.EXTRACT]
+    assert set(STAGE_OF_QUEUE) == set(Queue)

@@ -7,7 +7,7 @@ import pytest
 from deploy_support import (SCENARIOS, WORKERS, containers, container_port, env_value, named, of_kind,
                             selected_workloads, selects)
 
-from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage
+from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage, queues_of_stage
 from docflow.shared.settings import Settings
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}
@@ -34,14 +34,14 @@ def test_worker_queue_equals_keda_list_name_equals_shared_names(scenario_manifes
     stage = STAGE_OF_SERVICE[service]
     args = worker_container(objects, service)["args"]
     assert args[:4] == ["celery", "-A", f"docflow.{service}.worker", "worker"]
-    queue = option(args, "-Q")
-    assert queue == QUEUE_OF_STAGE[stage].value
+    queues = [queue.value for queue in queues_of_stage(stage)]
+    assert option(args, "-Q") == ",".join(queues)
     assert option(args, "-n") == f"{service}@%h"
     for scaled in of_kind(objects, "ScaledObject"):
         if scaled["spec"]["scaleTargetRef"]["name"] == f"docflow-{service}":
-            (trigger,) = scaled["spec"]["triggers"]
-            assert trigger["type"] == "redis" and trigger["metricType"] == "AverageValue"
-            assert trigger["metadata"]["listName"] == queue
+            triggers = scaled["spec"]["triggers"]
+            assert all(t["type"] == "redis" and t["metricType"] == "AverageValue" for t in triggers)
+            assert [t["metadata"]["listName"] for t in triggers] == queues
 
 
 def test_each_scaled_object_targets_its_own_worker(default_manifests, default_values):

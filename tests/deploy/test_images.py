@@ -12,7 +12,7 @@ from deploy_support import REPO, SERVICES, WORKERS
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE
+from docflow.shared.names import SERVICE_OF_STAGE, queues_of_stage
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}
 BASE_IMAGE = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")
@@ -97,7 +97,8 @@ def test_has_a_healthcheck_and_tini_as_pid_1(service):
 def test_worker_command_consumes_its_own_queue(service):
     command = json.loads(args_of(service, "CMD")[-1])
     assert command[:4] == ["celery", "-A", f"docflow.{service}.worker", "worker"]
-    assert command[command.index("-Q") + 1] == QUEUE_OF_STAGE[STAGE_OF_SERVICE[service]].value
+    queues = queues_of_stage(STAGE_OF_SERVICE[service])
+    assert command[command.index("-Q") + 1] == ",".join(queue.value for queue in queues)
     assert "EXPOSE" in dict(instructions(service)) and args_of(service, "EXPOSE") == ["9100"]
 
 

@@ -23,7 +23,7 @@ import redis
 
 from docflow.devstack import samples
 from docflow.devstack.faults import wait_for
-from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage
+from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage, queues_of_stage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,11 @@ def chart_triggers() -> dict[Stage, RedisListTrigger]:
     triggers = {}
     for stage, service in SERVICE_OF_STAGE.items():
         spec = scaled[f"docflow-{service}"]
-        (trigger,) = spec["triggers"]
+        # One trigger per queue the stage's worker consumes; the document queue's is the
+        # one this test fills (a search queue is empty here, so it never adds replicas).
+        by_list = {t["metadata"]["listName"]: t for t in spec["triggers"]}
+        assert set(by_list) == {queue.value for queue in queues_of_stage(stage)}
+        trigger = by_list[QUEUE_OF_STAGE[stage].value]
         assert trigger["type"] == "redis" and trigger.get("metricType", "AverageValue") == "AverageValue"
         triggers[stage] = RedisListTrigger(
             list_name=trigger["metadata"]["listName"],

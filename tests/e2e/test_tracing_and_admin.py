@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from docflow.devstack import samples
 from docflow.devstack.stack import default_concurrency
 from docflow.gateway.main import create_app
-from docflow.shared.names import Stage
+from docflow.shared.names import Stage, queues_of_stage
 
 ADMIN_KEY = "e2e-admin-key"
 
@@ -73,7 +73,7 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
     by_stage = {stage: [w for w in workers if w["stages"] == [stage.value]] for stage in Stage}
     for stage, found in by_stage.items():
         assert len(found) == 1, (stage, workers)
-        assert found[0]["queues"] == [f"docflow.{stage.value}"]
+        assert sorted(found[0]["queues"]) == sorted(queue.value for queue in queues_of_stage(stage))
         # What the local stack starts: one MiniLM process per core for embed, else one.
         assert found[0]["concurrency"] == default_concurrency(stage, "minilm")
 
@@ -87,9 +87,9 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
         embedder = next(w for w in workers if w["stages"] == ["embed"])
         if embedder["active_tasks"] != 1:
             return False
-        queues = {q["stage"]: q for q in admin.get("/v1/admin/queues").json()["queues"]}
+        queues = {q["name"]: q for q in admin.get("/v1/admin/queues").json()["queues"]}
         seen.update(queues=queues, embedder=embedder)
-        return queues["embed"]["in_flight"] == 1
+        return queues["docflow.embed"]["in_flight"] == 1
 
     deadline = time.monotonic() + 120
     while not embedding_in_flight():
@@ -98,7 +98,8 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
             "the document finished before the embed task was seen running"
         time.sleep(0.05)
 
-    assert seen["queues"]["embed"]["consumers"] == 1
+    assert seen["queues"]["docflow.embed"]["consumers"] == 1
+    assert seen["queues"]["docflow.query.embed"]["consumers"] == 1
     (task,) = seen["embedder"]["active"]
     assert task["name"] == "docflow.embed.document"
     assert task["started_at"] is not None

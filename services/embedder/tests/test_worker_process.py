@@ -19,7 +19,7 @@ from docflow.embedder.matrix_io import matrix_from_npy
 from docflow.embedder.providers.minilm import threads_per_process
 from docflow.shared.celery_app import create_celery_app
 from docflow.shared.messages import PipelineMessage
-from docflow.shared.names import Queue, Task
+from docflow.shared.names import Stage, Task, queues_of_stage
 from docflow.shared.settings import Settings
 from docflow.shared.status import DocumentRecord, DocumentStatus, StatusStore, utcnow
 from docflow.shared.storage import LocalStorage
@@ -42,13 +42,13 @@ def worker_settings(redis_server, redis_client, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def minilm_worker(worker_settings: Settings, tmp_path: Path):
-    """A prefork worker with two children, on the embed queue only, logging to a file."""
+    """A prefork worker with two children, on the embed queues only, logging to a file."""
     env = {**os.environ, "DOCFLOW_REDIS_URL": worker_settings.redis_url,
            "DOCFLOW_STORAGE_PATH": str(worker_settings.storage_path), "DOCFLOW_EMBEDDER": "minilm"}
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [CELERY, "-A", "docflow.embedder.worker", "worker", "-Q", Queue.EMBED.value,
+            [CELERY, "-A", "docflow.embedder.worker", "worker", "-Q", ",".join(q.value for q in queues_of_stage(Stage.EMBED)),
              "--pool", "prefork", "--concurrency", "2", "--loglevel", "INFO"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     yield log_path

@@ -42,13 +42,15 @@ def test_queues_report_backlog_in_flight_consumers_and_dead_letters(admin_gatewa
 
     report = as_admin(admin_gateway, "/v1/admin/queues").json()
 
-    queues = {queue["stage"]: queue for queue in report["queues"]}
-    assert list(queues) == ["extract", "embed", "index"]
-    assert queues["extract"]["name"] == "docflow.extract"
-    assert queues["extract"]["backlog"] == 2
-    assert 0 <= queues["extract"]["oldest_message_age_seconds"] < 30
-    assert queues["embed"] == {"name": "docflow.embed", "stage": "embed", "backlog": 0, "in_flight": 1,
-                               "consumers": 0, "oldest_message_age_seconds": 0.0}
+    queues = {queue["name"]: queue for queue in report["queues"]}
+    assert [(name, queue["stage"]) for name, queue in queues.items()] == [
+        ("docflow.extract", "extract"), ("docflow.embed", "embed"), ("docflow.index", "index"),
+        ("docflow.query.embed", "embed"), ("docflow.query.index", "index")]
+    assert queues["docflow.extract"]["backlog"] == 2
+    assert 0 <= queues["docflow.extract"]["oldest_message_age_seconds"] < 30
+    assert queues["docflow.embed"] == {"name": "docflow.embed", "stage": "embed", "backlog": 0, "in_flight": 1,
+                                       "consumers": 0, "oldest_message_age_seconds": 0.0}
+    assert queues["docflow.query.embed"]["in_flight"] == 0, "counted on the queue it was taken from"
     assert all(queue["consumers"] == 0 for queue in report["queues"])
     assert report["dead_letters"] == 1
 

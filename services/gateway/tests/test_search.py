@@ -12,7 +12,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from docflow.shared.celery_app import create_celery_app
-from docflow.shared.names import Queue, Task
+from docflow.shared.names import Stage, Task, queues_of_stage
 
 
 @dataclass
@@ -48,7 +48,7 @@ def stub_workers(settings):
         return 0
 
     with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING",
-                      queues=[Queue.EMBED.value, Queue.INDEX.value]):
+                      queues=[q.value for stage in (Stage.EMBED, Stage.INDEX) for q in queues_of_stage(stage)]):
         yield stub
 
 

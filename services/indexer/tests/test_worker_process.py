@@ -21,7 +21,7 @@ import pytest
 from docflow.devstack.processes import Process, wait_until
 from docflow.shared.celery_app import create_celery_app
 from docflow.shared.messages import PipelineMessage
-from docflow.shared.names import Queue, Task
+from docflow.shared.names import Stage, Task, queues_of_stage
 from docflow.shared.settings import Settings
 from docflow.shared.status import DocumentRecord, DocumentStatus, StatusStore, utcnow
 from docflow.shared.storage import LocalStorage
@@ -40,10 +40,13 @@ def worker_env(tmp_path: Path, redis_server, redis_client) -> dict[str, str]:
             "DOCFLOW_WORKER_CONCURRENCY": "2"}
 
 
+QUEUES = ",".join(queue.value for queue in queues_of_stage(Stage.INDEX))  # documents and searches
+
+
 @pytest.fixture
 def indexer_worker(worker_env, tmp_path):
     celery = str(Path(sys.executable).with_name("celery"))
-    process = Process("indexer", [celery, "-A", "docflow.indexer.worker", "worker", "-Q", Queue.INDEX.value,
+    process = Process("indexer", [celery, "-A", "docflow.indexer.worker", "worker", "-Q", QUEUES,
                                   "-P", "prefork", "--without-gossip", "--without-mingle", "-l", "INFO"],
                       env=worker_env, log_path=tmp_path / "worker.log", cwd=tmp_path).start()
     yield process

@@ -12,8 +12,10 @@ NetworkPolicy. Each worker's own template file calls this with
 {{- $labels := include "docflow.labels" (dict "root" $root "component" $service) }}
 {{- $selector := include "docflow.selectorLabels" (dict "root" $root "component" $service) }}
 {{- $autoscaling := $values.autoscaling }}
-{{- /* One value sets both the worker's -Q and KEDA's listName. */}}
+{{- /* One value sets both the worker's -Q and KEDA's listName. A search queue comes
+first in -Q: kombu takes the first non-empty list, then rotates it to the back. */}}
 {{- $queue := $values.queue }}
+{{- $queues := compact (list $values.queryQueue $queue) }}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -67,7 +69,7 @@ spec:
             - docflow.{{ $service }}.worker
             - worker
             - -Q
-            - {{ $queue }}
+            - {{ join "," $queues }}
             - -n
             - {{ $service }}@%h
             - --concurrency
@@ -168,6 +170,7 @@ spec:
       behavior:
         {{- toYaml $autoscaling.behavior | nindent 8 }}
   triggers:
+    {{- range $queues }}
     - type: redis
       metricType: AverageValue
       metadata:
@@ -180,13 +183,14 @@ spec:
         {{- with $root.Values.redis.auth.username }}
         username: {{ . | quote }}
         {{- end }}
-        listName: {{ $queue | quote }}
+        listName: {{ . | quote }}
         listLength: {{ $autoscaling.listLength | quote }}
         activationListLength: {{ $autoscaling.activationListLength | quote }}
       {{- if or $root.Values.redis.auth.enabled $root.Values.redis.tls.existingSecret }}
       authenticationRef:
         name: {{ include "docflow.fullname" $root }}-redis
       {{- end }}
+    {{- end }}
 {{- else }}
 ---
 apiVersion: autoscaling/v2

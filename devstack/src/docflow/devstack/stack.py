@@ -16,18 +16,18 @@ from celery import Celery
 from docflow.devstack.processes import Process, free_port, wait_until
 from docflow.devstack.redis_server import RedisServer
 from docflow.shared.celery_app import create_celery_app
-from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage
+from docflow.shared.names import SERVICE_OF_STAGE, Stage, queues_of_stage
 from docflow.shared.settings import Settings
 
 DEV_API_KEYS = "dev-key=dev"
 
 
 def worker_argv(stage: Stage, concurrency: int = 1, node: str | None = None) -> list[str]:
-    """The command that runs one stage's worker on that stage's queue only."""
+    """The command that runs one stage's worker on that stage's queues only."""
     service = SERVICE_OF_STAGE[stage]
     return [
         sys.executable, "-m", "celery", "-A", f"docflow.{service}.worker", "worker",
-        "-Q", QUEUE_OF_STAGE[stage].value, "-n", node or f"{service}@%h",
+        "-Q", ",".join(q.value for q in queues_of_stage(stage)), "-n", node or f"{service}@%h",
         "--concurrency", str(concurrency), "--loglevel", "INFO",
         # Gossip and mingle sync state between workers at start-up; a stage's workers
         # share nothing that needs it, and skipping it makes start-up seconds faster.

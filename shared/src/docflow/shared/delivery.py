@@ -33,7 +33,7 @@ from kombu.exceptions import OperationalError
 
 from docflow.shared.deadletters import MAX_BODY_EXCERPT_CHARS, DeadLetterStore
 from docflow.shared.errors import ErrorCode
-from docflow.shared.names import QUEUE_OF_STAGE
+from docflow.shared.names import STAGE_OF_QUEUE
 from docflow.shared.redis_connection import redis_client
 from docflow.shared.settings import get_settings
 
@@ -44,7 +44,6 @@ log = structlog.get_logger(__name__)
 REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError,
 )
-_STAGE_OF_QUEUE = {queue.value: stage.value for stage, queue in QUEUE_OF_STAGE.items()}
 
 
 def is_redis_unreachable(exc: BaseException) -> bool:
@@ -104,10 +103,11 @@ class DeadLetteringConsumer(Consumer):
             delivery = message.delivery_info or {}
             queue = delivery.get("routing_key") or delivery.get("exchange") or ""
             error = f"{type(exc).__name__}: {exc}" if exc is not None else reason
+            stage = STAGE_OF_QUEUE[queue].value if queue in STAGE_OF_QUEUE else "unknown"
             letter = self.dead_letters.add(
                 task_name=str(headers.get("task") or "unknown"),
                 task_id=str(headers.get("id") or message.properties.get("correlation_id") or ""),
-                queue=queue, args=[], stage=_STAGE_OF_QUEUE.get(queue, "unknown"),
+                queue=queue, args=[], stage=stage,
                 error_code=ErrorCode.UNDECODABLE_MESSAGE.value,
                 error_message=f"{reason}: {error}"[:MAX_BODY_EXCERPT_CHARS], attempts=1,
                 replayable=False, content_type=message.content_type, body_excerpt=_text(message.body),

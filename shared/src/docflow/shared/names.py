@@ -4,6 +4,11 @@ The gateway builds chains from these names, each worker is started with its own
 queue from here, and KEDA's `listName` and the dashboards use the same values.
 kombu keeps a queue's pending messages in a Redis list named exactly like the queue,
 so `LLEN <queue>` is the backlog KEDA scales on.
+
+Searches have queues of their own on the embedder and the indexer, consumed by the
+same workers ahead of their document queues: kombu's Redis channel takes the first
+non-empty list of those it waits on, then moves that one to the back, so a search
+waits for at most one document task per worker process, never for a whole backlog.
 """
 
 from enum import StrEnum
@@ -19,6 +24,8 @@ class Queue(StrEnum):
     EXTRACT = "docflow.extract"
     EMBED = "docflow.embed"
     INDEX = "docflow.index"
+    QUERY_EMBED = "docflow.query.embed"
+    QUERY_INDEX = "docflow.query.index"
 
 
 SERVICE_OF_STAGE: dict[Stage, str] = {
@@ -27,11 +34,27 @@ SERVICE_OF_STAGE: dict[Stage, str] = {
     Stage.INDEX: "indexer",
 }
 
+# A stage's document queue (what KEDA mainly scales it on).
 QUEUE_OF_STAGE: dict[Stage, Queue] = {
     Stage.EXTRACT: Queue.EXTRACT,
     Stage.EMBED: Queue.EMBED,
     Stage.INDEX: Queue.INDEX,
 }
+# The stage's queue for query-time work, where it has any.
+QUERY_QUEUE_OF_STAGE: dict[Stage, Queue] = {
+    Stage.EMBED: Queue.QUERY_EMBED,
+    Stage.INDEX: Queue.QUERY_INDEX,
+}
+STAGE_OF_QUEUE: dict[Queue, Stage] = {
+    **{queue: stage for stage, queue in QUEUE_OF_STAGE.items()},
+    **{queue: stage for stage, queue in QUERY_QUEUE_OF_STAGE.items()},
+}
+
+
+def queues_of_stage(stage: Stage) -> list[Queue]:
+    """What a stage's worker consumes (its -Q), the query queue first."""
+    query = QUERY_QUEUE_OF_STAGE.get(stage)
+    return [query, QUEUE_OF_STAGE[stage]] if query else [QUEUE_OF_STAGE[stage]]
 
 
 class Task(StrEnum):
@@ -60,7 +83,11 @@ STAGE_OF_TASK: dict[Task, Stage] = {
     Task.DELETE_VECTORS: Stage.INDEX,
 }
 
-# Every task runs on the queue of the stage whose libraries it needs.
-TASK_ROUTES: dict[str, dict[str, str]] = {
-    task.value: {"queue": QUEUE_OF_STAGE[stage].value} for task, stage in STAGE_OF_TASK.items()
+# Every task runs on a queue of the stage whose libraries it needs: searches on its
+# query queue, everything about a document (deletes included) on its document queue.
+QUEUE_OF_TASK: dict[Task, Queue] = {
+    **{task: QUEUE_OF_STAGE[stage] for task, stage in STAGE_OF_TASK.items()},
+    Task.EMBED_QUERY: Queue.QUERY_EMBED,
+    Task.SEARCH: Queue.QUERY_INDEX,
 }
+TASK_ROUTES: dict[str, dict[str, str]] = {task.value: {"queue": queue.value} for task, queue in QUEUE_OF_TASK.items()}

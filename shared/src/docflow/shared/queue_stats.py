@@ -1,5 +1,5 @@
-"""What waits in each stage's queue and what is being worked on, read from Redis as
-KEDA and kombu see it.
+"""What waits in each queue (documents' and searches') and what is being worked on,
+read from Redis as KEDA and kombu see it.
 
 - Backlog: `LLEN <queue>`, the number KEDA's Redis list scaler scales on. kombu keeps
   a queue's pending messages in the list named after the queue (one priority step,
@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from kombu.transport.redis import Channel
 
-from docflow.shared.names import QUEUE_OF_STAGE, Stage
+from docflow.shared.names import STAGE_OF_QUEUE, Stage
 from docflow.shared.tracing import ENQUEUED_AT
 
 # kombu's own key names (a `global_keyprefix` transport option would prefix them).
@@ -72,16 +72,16 @@ def read_queue_stats(client: redis.Redis, now: float | None = None) -> list[Queu
     """One round trip for every stage's queue; raises redis errors as they come."""
     now = time.time() if now is None else now
     pipe = client.pipeline(transaction=False)
-    for stage in Stage:
-        pipe.llen(QUEUE_OF_STAGE[stage].value)
-        pipe.lindex(QUEUE_OF_STAGE[stage].value, -1)
+    for queue in STAGE_OF_QUEUE:
+        pipe.llen(queue.value)
+        pipe.lindex(queue.value, -1)
     pipe.hvals(UNACKED_KEY)
     *per_queue, unacked = pipe.execute()
     in_flight = Counter(_unacked_queue(raw) for raw in unacked)
     stats = []
-    for index, stage in enumerate(Stage):
+    for index, (named_queue, stage) in enumerate(STAGE_OF_QUEUE.items()):
         backlog, oldest = int(per_queue[2 * index]), per_queue[2 * index + 1]
-        queue = QUEUE_OF_STAGE[stage].value
+        queue = named_queue.value
         enqueued_at = message_enqueued_at(oldest)
         if backlog == 0:
             age = 0.0

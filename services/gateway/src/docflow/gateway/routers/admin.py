@@ -17,14 +17,13 @@ from pydantic import BaseModel, Field
 from docflow.gateway.auth import AdminKey
 from docflow.gateway.dependencies import Services, ServicesDep
 from docflow.shared.deadletters import DeadLetterStore
-from docflow.shared.names import QUEUE_OF_STAGE
+from docflow.shared.names import STAGE_OF_QUEUE
 from docflow.shared.queue_stats import read_queue_stats
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminKey])
 
 # Long enough for workers on a busy node to answer, short enough for an operator's curl.
 INSPECT_TIMEOUT_SECONDS = 1.0
-STAGE_OF_QUEUE = {queue.value: stage.value for stage, queue in QUEUE_OF_STAGE.items()}
 
 
 class QueueState(BaseModel):
@@ -105,7 +104,7 @@ def _workers_report(services: Services) -> WorkersReport:
         running = [_active_task(info) for info in active.get(name) or []]
         workers.append(WorkerState(
             name=name, queues=consumed[name],
-            stages=sorted({STAGE_OF_QUEUE[q] for q in consumed[name] if q in STAGE_OF_QUEUE}),
+            stages=sorted({STAGE_OF_QUEUE[q].value for q in consumed[name] if q in STAGE_OF_QUEUE}),
             concurrency=concurrency if isinstance(concurrency, int) else None,
             active_tasks=len(running), active=running,
         ))

@@ -1,0 +1,56 @@
+"""A search is answered while documents wait to be embedded.
+
+Searches have queues of their own (docflow.query.embed, docflow.query.index) that the
+embedder and the indexer consume ahead of their document queues, so a query waits for
+at most the document task a worker process is running, not for the whole backlog (on
+one shared queue it would be served first in, first out: after every document).
+"""
+
+import pytest
+import redis
+
+from docflow.devstack import samples
+from docflow.devstack.faults import wait_for
+from docflow.shared.names import Queue, Stage
+
+BACKLOG = 8
+
+
+def document(number: int) -> bytes:
+    return samples.text([
+        f"Backlog report {number}, section {section}: the ferry left the harbour at dawn while the "
+        f"survey team counted herons along the canal and logged the tide at the granite quay."
+        for section in range(30)
+    ])
+
+
+@pytest.fixture
+def embedder_restored(stack):
+    """Leave the stack as found: the embedder running with its default processes."""
+    yield
+    stack.workers[Stage.EMBED].stop()
+    stack.start_worker(Stage.EMBED)
+    stack.wait_for_worker(Stage.EMBED)
+
+
+def test_a_search_does_not_wait_behind_an_embedding_backlog(stack, api_a, embedder_restored):
+    client = redis.Redis.from_url(stack.redis_url)
+    embed_queue = Queue.EMBED.value
+    wait_for(lambda: client.llen(embed_queue) == 0 and client.hlen("unacked") == 0, 600,
+             "an idle pipeline before the test", interval=0.5)
+
+    # Documents pile up in the embed queue while no embedder runs.
+    stack.workers[Stage.EMBED].stop()
+    document_ids = [api_a.upload(f"backlog-{n}.txt", document(n)) for n in range(BACKLOG)]
+    wait_for(lambda: client.llen(embed_queue) == BACKLOG, 120, f"{BACKLOG} documents in the embed queue")
+
+    # One embedder process (as a chart pod runs) starts on the backlog; then a search.
+    stack.start_worker(Stage.EMBED, concurrency=1)
+    stack.wait_for_worker(Stage.EMBED)
+    api_a.search("herons along the canal")
+    still_waiting = client.llen(embed_queue)
+    # The running document, and at most the next one taken after the query's embedding.
+    assert still_waiting >= BACKLOG - 2, f"the search waited for {BACKLOG - still_waiting} of {BACKLOG} documents"
+
+    for document_id in document_ids:
+        assert api_a.wait_final(document_id, timeout=240)["status"] == "completed"
