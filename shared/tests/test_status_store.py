@@ -60,10 +60,16 @@ def test_beginning_a_stage_counts_the_run_and_moves_status_and_progress_forward(
     record = store.get("doc1")
     assert (record.status, record.progress, record.stage, record.attempts) == (
         DocumentStatus.EMBEDDING, 40, "embed", 2)
-    # A redelivered extract run is counted, but never drags the document back.
-    assert store.begin_stage("doc1", 1, "extract", DocumentStatus.EXTRACTING, 0) == 1
+    # A redelivered extract message (its ack lost) after embedding began is stale: its
+    # chunks already went on to the embedder. Nothing changes, and a later index run
+    # still counts as that stage's first.
+    assert store.begin_stage("doc1", 1, "extract", DocumentStatus.EXTRACTING, 0) == 0
     record = store.get("doc1")
-    assert (record.status, record.progress, record.stage) == (DocumentStatus.EMBEDDING, 40, "extract")
+    assert (record.status, record.progress, record.stage, record.attempts) == (
+        DocumentStatus.EMBEDDING, 40, "embed", 2)
+    assert store.begin_stage("doc1", 1, "index", DocumentStatus.INDEXING, 80) == 1
+    assert store.begin_stage("doc1", 1, "embed", DocumentStatus.EMBEDDING, 40) == 0
+    assert store.begin_stage("doc1", 1, "index", DocumentStatus.INDEXING, 80) == 2
 
 
 def test_beginning_a_stage_of_a_stale_or_final_document_writes_nothing(redis_client):

@@ -134,6 +134,21 @@ def test_a_stale_run_is_ignored_and_writes_nothing(stage):
     assert status.get(message["document_id"]).status == DocumentStatus.QUEUED
 
 
+def test_an_extract_message_delivered_again_after_embedding_began_is_ignored(stage):
+    """Its ack was lost in a crash after the chain went on: running it again would send
+    the document through embed and index a second time."""
+    status, storage = stage
+    message = submit(status, storage, "notes.txt", ContentType.TEXT, b"Notes that were already extracted.")
+    assert extract_document.apply(args=[message]).successful()
+    assert status.begin_stage(message["document_id"], 1, "embed", DocumentStatus.EMBEDDING, 40) == 1
+
+    result = extract_document.apply(args=[message])
+
+    assert result.state == "IGNORED"
+    record = status.get(message["document_id"])
+    assert (record.status, record.stage, record.attempts) == (DocumentStatus.EMBEDDING, "embed", 1)
+
+
 def test_extraction_stops_when_the_document_is_cancelled_meanwhile(stage):
     status, storage = stage
     message = submit(status, storage, "scan.pdf", ContentType.PDF, three_page_pdf())

@@ -103,17 +103,18 @@ local current = redis.call('HGET', KEYS[1], 'version')
 if not current or current ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+-- An earlier stage's message delivered again after a later stage began (its ack was
+-- lost in a crash): its work already went on down the chain, so the run is stale. Were
+-- it run, the later stages would run again with their run counters restarted.
+local rank = cjson.decode(ARGV[6])
+if rank[ARGV[4]] < rank[status] then return 0 end
 if redis.call('HGET', KEYS[1], 'stage') ~= ARGV[2] then
   redis.call('HSET', KEYS[1], 'stage', ARGV[2], 'attempts', 0)
 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local rank = cjson.decode(ARGV[6])
-if rank[ARGV[4]] >= rank[status] then
-  redis.call('HSET', KEYS[1], 'status', ARGV[4])
-  local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
-  if tonumber(ARGV[5]) > old then redis.call('HSET', KEYS[1], 'progress', ARGV[5]) end
-  redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
-end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'updated_at', ARGV[3])
+local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
+if tonumber(ARGV[5]) > old then redis.call('HSET', KEYS[1], 'progress', ARGV[5]) end
 return attempt
 """
 _RANK_JSON = json.dumps(_RANK)
@@ -301,7 +302,9 @@ class StatusStore:
         """Count a run of `stage` and move the record to `status` and `progress` (forward
         only), in one round trip: a round trip costs as much as a small task's work.
         Returns the attempt number; 0 means the run is stale (deleted, reprocessed,
-        final) and nothing was written."""
+        final, or the document is already in a later stage) and nothing was written.
+        So the stages' runs of a version only ever move forward, and a stage's first
+        run (attempt 1) is the first of its version (the indexer appends on it)."""
         return int(self._begin(keys=[self._doc_key(document_id)], args=[
             version, stage, utcnow().isoformat(), status.value, max(0, min(100, int(progress))), _RANK_JSON]))
 

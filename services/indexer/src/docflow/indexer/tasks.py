@@ -85,8 +85,9 @@ def index_document(self: StageTask, message: dict) -> dict:
     store = get_store()
     total = len(records)
     # `begin` counts every run of the stage per version atomically (a retry or a
-    # redelivery after a killed worker counts 2, 3, ...): on the first, none of this
-    # version's vector ids can exist yet and the store may append; later runs
+    # redelivery after a killed worker counts 2, 3, ...) and refuses an earlier stage's
+    # message once this one began, so the count never restarts: on the first run none
+    # of this version's vector ids can exist yet and the store may append; later runs
     # overwrite by id.
     fresh = attempt == 1
     batch_size = self.settings.upsert_batch_size
