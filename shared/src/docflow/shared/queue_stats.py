@@ -69,7 +69,7 @@ def _unacked_queue(raw: str | bytes) -> str | None:
 
 
 def read_queue_stats(client: redis.Redis, now: float | None = None) -> list[QueueStats]:
-    """One round trip for every stage's queue; raises redis errors as they come."""
+    """One round trip for every queue (documents' and searches'); raises redis errors as they come."""
     now = time.time() if now is None else now
     pipe = client.pipeline(transaction=False)
     for queue in STAGE_OF_QUEUE:
