@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from docflow.shared.errors import ErrorCode, PermanentError
+
 
 class SearchMode(StrEnum):
     HYBRID = "hybrid"    # vector and keyword (BM25) results fused
@@ -55,3 +57,14 @@ class IndexHit(BaseModel):
     score: float
     # Matched spans of `text` for keyword and hybrid matches: [start, end) character offsets.
     highlights: list[tuple[int, int]] = Field(default_factory=list)
+
+
+class UnsupportedSearchMode(PermanentError):
+    """The configured vector store cannot serve the requested mode (the gateway answers 400).
+
+    Raised by the indexer's search task; Celery carries the type back to the gateway,
+    which imports this same class.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INTERNAL_ERROR, message)
