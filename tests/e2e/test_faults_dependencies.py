@@ -22,7 +22,7 @@ import redis
 from docflow.devstack import samples
 from docflow.devstack.faults import restore, unavailable, wait_for
 from docflow.devstack.stack import LocalStack
-from docflow.indexer.store import open_vector_store
+from docflow.indexer.stores import open_vector_store
 from docflow.shared.names import Queue, Stage
 
 from .conftest import ADMIN_KEY, Admin, Api, own_stack, write_figures

@@ -21,7 +21,7 @@ import pytest
 from docflow.devstack import samples
 from docflow.devstack.faults import kill_pool_child, pool_child, wait_for
 from docflow.devstack.stack import LocalStack
-from docflow.indexer.store import open_vector_store
+from docflow.indexer.stores import open_vector_store
 from docflow.shared.names import Stage
 
 from .conftest import ADMIN_KEY, Admin, Api, own_stack

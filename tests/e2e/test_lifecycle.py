@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from docflow.devstack import samples
-from docflow.indexer.store import open_vector_store
+from docflow.indexer.stores import open_vector_store
 from docflow.shared.names import Stage
 
 TOPIC = "Migrating cranes rest for three weeks in the wetlands south of the river delta."

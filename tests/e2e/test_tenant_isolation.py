@@ -18,7 +18,7 @@ import pytest
 from docflow.devstack import samples
 from docflow.devstack.pinecone_double import API_KEY, PineconeDouble, served
 from docflow.devstack.stack import LocalStack
-from docflow.indexer.store import open_vector_store
+from docflow.indexer.stores import open_vector_store
 
 from .conftest import KEY_A, KEY_B, TENANT_A, TENANT_B, Api, own_stack
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from docflow.indexer.lancedb_store import LanceDBStore, sql_string
-from docflow.indexer.store import VectorRecord, open_vector_store
+from docflow.indexer.stores.lancedb import LanceDBStore, sql_string
+from docflow.indexer.stores import VectorRecord, open_vector_store
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
 from docflow.shared.messages import Chunk
 from docflow.shared.settings import Settings
@@ -165,7 +165,7 @@ def test_a_table_handle_is_forgotten_after_an_error(store, tmp_path):
 
 
 def test_a_process_keeps_a_bounded_number_of_table_handles(store, monkeypatch):
-    monkeypatch.setattr("docflow.indexer.lancedb_store.MAX_OPEN_TABLES", 2)
+    monkeypatch.setattr("docflow.indexer.stores.lancedb.MAX_OPEN_TABLES", 2)
     for tenant in ("t1", "t2", "t3"):
         store.upsert(tenant, records("doc1", 1, [[1, 0]]))
     assert list(store._tables) == ["t2", "t3"]

@@ -12,8 +12,8 @@ import pytest
 from pinecone import Pinecone, PineconeError
 
 from docflow.devstack.pinecone_double import API_KEY, PineconeDouble, served
-from docflow.indexer import pinecone_store
-from docflow.indexer.pinecone_store import (
+from docflow.indexer.stores import pinecone as pinecone_store
+from docflow.indexer.stores.pinecone import (
     MAX_METADATA_BYTES,
     MAX_UPSERT_REQUEST_BYTES,
     PineconeStore,
@@ -22,7 +22,7 @@ from docflow.indexer.pinecone_store import (
     json_size,
     upsert_batches,
 )
-from docflow.indexer.store import VectorRecord, open_vector_store
+from docflow.indexer.stores import VectorRecord, open_vector_store
 from docflow.shared.errors import ErrorCode, TransientError
 from docflow.shared.messages import Chunk
 from docflow.shared.settings import Settings

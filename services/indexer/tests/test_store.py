@@ -1,6 +1,6 @@
 """The id prefixes deletes rely on match the shared `vector_id` layout."""
 
-from docflow.indexer.store import document_id_prefix, version_id_prefix, version_of_id
+from docflow.indexer.stores import document_id_prefix, version_id_prefix, version_of_id
 from docflow.shared.messages import vector_id
 
 

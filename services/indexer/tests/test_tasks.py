@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from docflow.indexer import tasks, worker
-from docflow.indexer.lancedb_store import LanceDBStore
+from docflow.indexer.stores.lancedb import LanceDBStore
 from docflow.indexer.tasks import delete_document_vectors, index_document, keeps_vectors, search
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.errors import ErrorCode, TransientError

@@ -8,7 +8,7 @@ import structlog
 from celery.exceptions import Ignore
 from pydantic import TypeAdapter, ValidationError
 
-from docflow.indexer.store import SearchHit, VectorRecord
+from docflow.indexer.stores import SearchHit, VectorRecord
 from docflow.indexer.worker import app, get_store
 from docflow.shared import metrics
 from docflow.shared.errors import ErrorCode, PermanentError

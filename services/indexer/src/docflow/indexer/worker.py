@@ -10,7 +10,7 @@ import os
 
 import structlog
 
-from docflow.indexer.store import VectorStore, open_vector_store
+from docflow.indexer.stores import VectorStore, open_vector_store
 from docflow.shared.names import Stage
 from docflow.shared.settings import get_settings
 from docflow.shared.worker import create_worker_app

@@ -22,7 +22,7 @@ from pinecone import (
     PineconeTimeoutError,
 )
 
-from docflow.indexer.store import (
+from docflow.indexer.stores.base import (
     SearchHit,
     VectorRecord,
     document_id_prefix,

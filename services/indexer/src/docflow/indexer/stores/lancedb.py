@@ -25,7 +25,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from docflow.indexer.store import SearchHit, VectorRecord
+from docflow.indexer.stores.base import SearchHit, VectorRecord
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
 from docflow.shared.settings import TENANT_PATTERN
 

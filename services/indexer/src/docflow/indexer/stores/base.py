@@ -1,4 +1,4 @@
-"""The vector store interface both backends implement, and the factory that picks one.
+"""The vector store interface both backends implement, and the id layout they share.
 
 Vector ids come from `docflow.shared.messages.vector_id` (`{document}#v{version}#{chunk}`):
 deterministic, so a re-run task overwrites its own vectors instead of duplicating them,
@@ -12,7 +12,6 @@ from typing import Protocol
 import numpy as np
 
 from docflow.shared.messages import Chunk, vector_id
-from docflow.shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -92,19 +91,3 @@ def version_of_id(document_id: str, id_: str) -> int:
     """The version encoded in one of the document's vector ids."""
     rest = id_.removeprefix(document_id_prefix(document_id))
     return int(rest.removeprefix("v").split("#", 1)[0])
-
-
-def open_vector_store(settings: Settings) -> VectorStore:
-    """The configured backend, its library imported only now.
-
-    Importing lancedb starts a thread, so it must first happen in a pool child, not in
-    the prefork parent (see lancedb_store.py); and a deployment loads only the
-    library it uses.
-    """
-    if settings.vector_store == "pinecone":
-        from docflow.indexer.pinecone_store import PineconeStore
-
-        return PineconeStore.from_settings(settings)
-    from docflow.indexer.lancedb_store import LanceDBStore
-
-    return LanceDBStore(settings.lancedb_uri)
