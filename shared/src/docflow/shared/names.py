@@ -26,9 +26,6 @@ class Queue(StrEnum):
     INDEX = "docflow.index"
     QUERY_EMBED = "docflow.query.embed"
     QUERY_INDEX = "docflow.query.index"
-    # Index upkeep (compaction, version cleanup, vector/full-text index builds): its own
-    # queue, so a long maintenance run never sits in front of a document or a search.
-    MAINTENANCE = "docflow.maintenance.index"
 
 
 SERVICE_OF_STAGE: dict[Stage, str] = {
@@ -73,10 +70,6 @@ class Task(StrEnum):
     EMBED_QUERY = "docflow.embed.query"
     SEARCH = "docflow.index.search"
     DELETE_VECTORS = "docflow.index.delete_document"
-    # A document's metadata changed (PATCH): rewrite it on the document's indexed chunks.
-    UPDATE_METADATA = "docflow.index.update_metadata"
-    # Keep one tenant's index healthy (compact, clean old versions, build indexes).
-    MAINTAIN = "docflow.index.maintain"
 
 
 STAGE_OF_TASK: dict[Task, Stage] = {
@@ -88,8 +81,6 @@ STAGE_OF_TASK: dict[Task, Stage] = {
     Task.EMBED_QUERY: Stage.EMBED,
     Task.SEARCH: Stage.INDEX,
     Task.DELETE_VECTORS: Stage.INDEX,
-    Task.UPDATE_METADATA: Stage.INDEX,
-    Task.MAINTAIN: Stage.INDEX,
 }
 
 # Every task runs on a queue of the stage whose libraries it needs: searches on its
@@ -98,6 +89,5 @@ QUEUE_OF_TASK: dict[Task, Queue] = {
     **{task: QUEUE_OF_STAGE[stage] for task, stage in STAGE_OF_TASK.items()},
     Task.EMBED_QUERY: Queue.QUERY_EMBED,
     Task.SEARCH: Queue.QUERY_INDEX,
-    Task.MAINTAIN: Queue.MAINTENANCE,
 }
 TASK_ROUTES: dict[str, dict[str, str]] = {task.value: {"queue": queue.value} for task, queue in QUEUE_OF_TASK.items()}
