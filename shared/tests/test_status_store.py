@@ -108,3 +108,119 @@ def test_restart_of_a_deleted_document_recreates_nothing(redis_client):
     store.delete("doc1", "acme")
     assert store.restart("doc1", "t2") is None
     assert store.get("doc1") is None
+
+
+# --- the status sets a filtered listing reads -----------------------------------------------
+def _listed(store: StatusStore, status: DocumentStatus, tenant: str = "acme") -> list[str]:
+    records, total = store.list(tenant, status, limit=100)
+    assert total == len(records)
+    return [r.document_id for r in records]
+
+
+def _everywhere(store: StatusStore, tenant: str = "acme") -> dict[str, list[str]]:
+    """Each status's listing, and (by reading every record) what it should be."""
+    return {s.value: _listed(store, s, tenant) for s in DocumentStatus}
+
+
+def test_a_filtered_listing_follows_every_status_move(redis_client):
+    store = StatusStore(redis_client)
+    for n in range(3):
+        store.create(make_record(f"doc{n}"))
+    assert _listed(store, DocumentStatus.QUEUED) == ["doc2", "doc1", "doc0"], "newest first"
+    store.begin_stage("doc0", 1, "extract", DocumentStatus.EXTRACTING, 5)
+    store.update("doc1", 1, DocumentStatus.EMBEDDING, 50)
+    store.complete("doc2", 1, vectors=4)
+    assert _everywhere(store) == {"queued": [], "extracting": ["doc0"], "embedding": ["doc1"], "indexing": [],
+                                  "completed": ["doc2"], "failed": [], "cancelled": []}
+    store.fail("doc0", 1, DocumentError(code=ErrorCode.CORRUPT_FILE, message="bad", stage="extract"))
+    store.cancel("doc1")
+    assert store.reopen("doc0", 1)  # a dead letter's replay
+    assert store.restart("doc2", "t9") == 2  # a reprocess
+    assert _everywhere(store) == {"queued": ["doc2", "doc0"], "extracting": [], "embedding": [], "indexing": [],
+                                  "completed": [], "failed": [], "cancelled": ["doc1"]}
+    store.delete("doc2", "acme")
+    store.delete("doc1", "acme")
+    assert _everywhere(store) == {**{s.value: [] for s in DocumentStatus}, "queued": ["doc0"]}
+    # Stale and refused writes move nothing.
+    assert not store.update("doc0", 7, DocumentStatus.COMPLETED)
+    assert _listed(store, DocumentStatus.QUEUED) == ["doc0"]
+    records, total = store.list("acme", DocumentStatus.QUEUED, limit=1, offset=1)
+    assert (records, total) == ([], 1)
+
+
+def test_a_listing_pages_through_a_status_set_without_reading_other_records(redis_client):
+    store = StatusStore(redis_client)
+    for n in range(30):
+        store.create(make_record(f"doc{n:02d}"))
+        if n % 3 == 0:
+            store.complete(f"doc{n:02d}", 1, vectors=1)
+    records, total = store.list("acme", DocumentStatus.COMPLETED, limit=4, offset=2)
+    assert total == 10
+    assert [r.document_id for r in records] == ["doc21", "doc18", "doc15", "doc12"]
+    records, total = store.list("acme", None, limit=3, offset=0)
+    assert (total, [r.document_id for r in records]) == (30, ["doc29", "doc28", "doc27"])
+
+
+def test_the_status_sets_of_an_older_deployment_are_built_once(redis_client):
+    store = StatusStore(redis_client)
+    for n in range(5):
+        store.create(make_record(f"doc{n}"))
+    store.complete("doc1", 1, vectors=2)
+    store.cancel("doc3")
+    # As a deployment from before the status sets has it: no sets, no marker.
+    for key in redis_client.scan_iter(match="docflow:tenant:*:status:*"):
+        redis_client.delete(key)
+    redis_client.delete("docflow:status_index:built")
+    older = StatusStore(redis_client)
+    assert not older.status_index_ready()
+    assert _listed(older, DocumentStatus.COMPLETED) == ["doc1"], "read from every record meanwhile"
+    assert older.ensure_status_index() == 5
+    assert older.status_index_ready() and StatusStore(redis_client).status_index_ready()
+    assert _everywhere(older) == {**{s.value: [] for s in DocumentStatus}, "queued": ["doc4", "doc2", "doc0"],
+                                  "completed": ["doc1"], "cancelled": ["doc3"]}
+    assert older.ensure_status_index() == 0
+
+
+# --- versions: undoing a start, what is served, earlier tasks ------------------------------
+def test_a_restart_whose_enqueue_failed_is_undone_exactly(redis_client):
+    store = StatusStore(redis_client)
+    store.create(make_record())
+    store.complete("doc1", 1, vectors=4, chunks=4)
+    before = store.get("doc1")
+    restarted = store.start_again("doc1", "t2")
+    assert restarted.version == 2 and _listed(store, DocumentStatus.QUEUED) == ["doc1"]
+    assert store.unrestart(restarted)
+    assert store.get("doc1") == before
+    assert _listed(store, DocumentStatus.COMPLETED) == ["doc1"] and _listed(store, DocumentStatus.QUEUED) == []
+    assert "doc1" not in store.in_flight(), "a final document is not in flight again"
+
+
+def test_a_restart_that_moved_on_is_not_undone(redis_client):
+    store = StatusStore(redis_client)
+    store.create(make_record())
+    restarted = store.start_again("doc1", "t2")
+    store.begin_stage("doc1", 2, "extract", DocumentStatus.EXTRACTING, 1)
+    assert not store.unrestart(restarted)
+    assert store.get("doc1").version == 2
+
+
+def test_a_cancelled_reprocess_still_says_which_version_search_serves(redis_client):
+    store = StatusStore(redis_client)
+    store.create(make_record())
+    store.complete("doc1", 1, vectors=7)
+    store.restart("doc1", "t2")
+    store.cancel("doc1")
+    record = store.get("doc1")
+    assert (record.status, record.version, record.vectors) == (DocumentStatus.CANCELLED, 2, None)
+    assert (record.served_version, record.served_vectors) == (1, 7)
+    assert record.previous_task_ids == ["t1"]
+
+
+def test_a_record_remembers_a_bounded_number_of_earlier_task_ids(redis_client):
+    store = StatusStore(redis_client)
+    store.create(make_record())
+    for n in range(2, 40):
+        store.restart("doc1", f"t{n}")
+    record = store.get("doc1")
+    assert record.task_id == "t39"
+    assert record.previous_task_ids == [f"t{n}" for n in range(6, 39)][-32:]

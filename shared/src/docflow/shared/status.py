@@ -1,14 +1,24 @@
-"""Per-document status in Redis: one hash per document, one sorted set per tenant.
+"""Per-document status in Redis: one hash per document, sorted sets per tenant.
 
 Every stage writes here as it goes. Writes name the pipeline version they belong to
 and are applied atomically by a Lua script only while that version is current and
 the document is not yet final, so a stale or redelivered task can never move a
 document backwards (status and progress only go forward).
+
+A tenant's documents are listed from two kinds of sorted set, both scored by
+creation time: all of them (`tenant:<t>:documents`) and one per status
+(`tenant:<t>:status:<status>`), so `GET /v1/documents?status=completed` reads one
+page of one set instead of every record of the tenant. The same scripts that move a
+status move the document between the status sets, in the same atomic step (and so
+in the same round trip). Deployments from before the status sets build them once
+(`ensure_status_index`, started by the gateway's sweep); until then a filtered
+listing reads every record as it used to.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -41,6 +51,11 @@ class DocumentError(BaseModel):
 
 
 class DocumentRecord(BaseModel):
+    # `vectors` is this version's count (null until it completes). `served_version` and
+    # `served_vectors` say what search returns for the document: the last version that
+    # completed. A reprocess that is cancelled or fails leaves the previous version's
+    # vectors in place (the indexer drops them only once a newer version completes), so
+    # such a record says `cancelled` (or `failed`) and still serves the version before.
     document_id: str
     tenant: str
     version: int = 1
@@ -61,11 +76,37 @@ class DocumentRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
+    served_version: int | None = None
+    served_vectors: int | None = None
+    # The task ids of this document's earlier versions, newest last (bounded): their
+    # task owners are removed with the document, and GET /v1/tasks reports them as
+    # superseded.
+    previous_task_ids: list[str] = Field(default_factory=list)
+
+
+# How many earlier task ids a record remembers; older ones' owners expire on their own.
+MAX_PREVIOUS_TASK_IDS = 32
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
+
+# Moves the document (KEYS[1]) from status set `old` to `new` (either may be nil),
+# keeping its creation-time score from the tenant's listing. Prepended to every script
+# that changes a status; @PREFIX@ is the store's key prefix (a Lua string literal).
+_REINDEX_LUA = """
+local function reindex(old, new)
+  if old == new then return end
+  local fields = redis.call('HMGET', KEYS[1], 'document_id', 'tenant')
+  local base = @PREFIX@ .. 'tenant:' .. fields[2]
+  if old then redis.call('ZREM', base .. ':status:' .. old, fields[1]) end
+  if new then
+    local score = redis.call('ZSCORE', base .. ':documents', fields[1]) or redis.call('TIME')[1]
+    redis.call('ZADD', base .. ':status:' .. new, score, fields[1])
+  end
+end
+"""
 
 # KEYS[1] = document hash, KEYS[2] = the in-flight set.  ARGV: version, now, status
 # ('' = keep), progress ('' = keep), then field/value pairs to set.  Returns 1 if
@@ -79,6 +120,7 @@ if status == 'completed' or status == 'failed' or status == 'cancelled' then ret
 if ARGV[3] ~= '' then
   if rank[ARGV[3]] < rank[status] then return 0 end
   redis.call('HSET', KEYS[1], 'status', ARGV[3])
+  reindex(status, ARGV[3])
   if ARGV[3] == 'completed' or ARGV[3] == 'failed' or ARGV[3] == 'cancelled' then
     redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'document_id'))
   end
@@ -113,6 +155,7 @@ if redis.call('HGET', KEYS[1], 'stage') ~= ARGV[2] then
 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'updated_at', ARGV[3])
+reindex(status, ARGV[4])
 local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
 if tonumber(ARGV[5]) > old then redis.call('HSET', KEYS[1], 'progress', ARGV[5]) end
 return attempt
@@ -121,8 +164,10 @@ _RANK_JSON = json.dumps(_RANK)
 
 # KEYS[1] = hash, KEYS[2] = the in-flight set; ARGV: task_id, now, expected version and
 # expected updated_at ('' = any: a reprocess; both set: a recovery, which must not
-# restart a document that moved meanwhile), then field/value pairs to reset. Returns
-# the new version, or false when the record does not exist or moved.
+# restart a document that moved meanwhile), how many earlier task ids to keep, then
+# field/value pairs to reset. Returns {new version, then the values the restart
+# replaced (the _UNDONE_ON_RESTART fields, in order)} for `unrestart`, or false when
+# the record does not exist or moved.
 _RESTART_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if ARGV[3] ~= '' then
@@ -130,15 +175,50 @@ if ARGV[3] ~= '' then
   if current[1] ~= ARGV[3] or current[2] ~= ARGV[4] then return false end
   if current[3] == 'completed' or current[3] == 'failed' or current[3] == 'cancelled' then return false end
 end
+local before = redis.call('HMGET', KEYS[1], @UNDONE@)
+for i = 1, #before do before[i] = before[i] or '' end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local old_status = redis.call('HGET', KEYS[1], 'status')
+local previous = redis.call('HGET', KEYS[1], 'previous_task_ids') or ''
+local old_task = redis.call('HGET', KEYS[1], 'task_id') or ''
+if old_task ~= '' then
+  local ids = {}
+  for id in string.gmatch(previous .. ' ' .. old_task, '%S+') do ids[#ids + 1] = id end
+  local keep = tonumber(ARGV[5])
+  if #ids > keep then ids = {unpack(ids, #ids - keep + 1)} end
+  redis.call('HSET', KEYS[1], 'previous_task_ids', table.concat(ids, ' '))
+end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'attempts', '0',
            'task_id', ARGV[1], 'updated_at', ARGV[2])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+reindex(old_status, 'queued')
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[2], clock[1], redis.call('HGET', KEYS[1], 'document_id'))
-return version
+table.insert(before, 1, version)
+return before
 """
 _RESET_ON_RESTART = ("pages", "chunks", "vectors", "stage", "error", "completed_at")
+# What a restart replaces, so that a start whose enqueue failed can be undone exactly.
+_UNDONE_ON_RESTART = ("status", "progress", "attempts", "task_id", "updated_at", "previous_task_ids",
+                      *_RESET_ON_RESTART)
+
+# Undo a restart whose first message could not be enqueued: only while nothing has
+# happened to the new version (still queued, same task). KEYS[1] = hash, KEYS[2] =
+# the in-flight set; ARGV: the new version, its task id, then the _UNDONE_ON_RESTART
+# values the restart returned. Returns 1 if undone.
+_UNRESTART_LUA = """
+local current = redis.call('HMGET', KEYS[1], 'version', 'status', 'task_id')
+if current[1] ~= ARGV[1] or current[2] ~= 'queued' or current[3] ~= ARGV[2] then return 0 end
+local names = {@UNDONE@}
+redis.call('HINCRBY', KEYS[1], 'version', -1)
+for i, name in ipairs(names) do redis.call('HSET', KEYS[1], name, ARGV[i + 2]) end
+local old_status = ARGV[3]
+reindex('queued', old_status)
+if old_status == 'completed' or old_status == 'failed' or old_status == 'cancelled' then
+  redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'document_id'))
+end
+return 1
+"""
 
 # A failed version back in flight, for the replay of its dead-lettered stage: the
 # only way out of a final status. KEYS[1] = hash, KEYS[2] = the in-flight set; ARGV:
@@ -150,12 +230,25 @@ if not current or current ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', '0', 'stage', '', 'error', '',
            'completed_at', '', 'updated_at', ARGV[2])
+reindex('failed', 'queued')
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[2], clock[1], redis.call('HGET', KEYS[1], 'document_id'))
 return 1
 """
 
+# One document into the status set of the status it has now, out of the others
+# (building the status sets of a deployment from before them; atomic per document, so
+# a status moving meanwhile cannot leave it in two). KEYS[1] = hash; ARGV: statuses.
+_INDEX_ONE_LUA = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+for i = 1, #ARGV do if ARGV[i] ~= status then reindex(ARGV[i], nil) end end
+reindex(nil, status)
+return 1
+"""
+
 _JSON_FIELDS = ("metadata", "error")
+_LIST_FIELDS = ("previous_task_ids",)
 
 
 def _encode(value: Any) -> str:
@@ -165,6 +258,8 @@ def _encode(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, list):
+        return " ".join(str(item) for item in value)
     if value is None:
         return ""
     return str(value)
@@ -174,10 +269,20 @@ class StatusStore:
     def __init__(self, client: redis.Redis, prefix: str = "docflow:") -> None:
         self.redis = client
         self.prefix = prefix
-        self._update = client.register_script(_UPDATE_LUA)
-        self._begin = client.register_script(_BEGIN_LUA)
-        self._restart = client.register_script(_RESTART_LUA)
-        self._reopen = client.register_script(_REOPEN_LUA)
+        # Every script that moves a status also moves the document between status sets.
+        prelude = _REINDEX_LUA.replace("@PREFIX@", json.dumps(prefix))
+        undone = ", ".join(json.dumps(name) for name in _UNDONE_ON_RESTART)
+
+        def script(body: str):
+            return client.register_script(prelude + body.replace("@UNDONE@", undone))
+
+        self._update = script(_UPDATE_LUA)
+        self._begin = script(_BEGIN_LUA)
+        self._restart = script(_RESTART_LUA)
+        self._unrestart = script(_UNRESTART_LUA)
+        self._reopen = script(_REOPEN_LUA)
+        self._index_one = script(_INDEX_ONE_LUA)
+        self._status_index_ready = False
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "docflow:") -> "StatusStore":
@@ -188,6 +293,13 @@ class StatusStore:
 
     def _tenant_key(self, tenant: str) -> str:
         return f"{self.prefix}tenant:{tenant}:documents"
+
+    def _status_key(self, tenant: str, status: DocumentStatus | str) -> str:
+        return f"{self.prefix}tenant:{tenant}:status:{DocumentStatus(status).value}"
+
+    @property
+    def _status_index_built_key(self) -> str:
+        return f"{self.prefix}status_index:built"
 
     @property
     def in_flight_key(self) -> str:
@@ -219,11 +331,56 @@ class StatusStore:
 
     def list(self, tenant: str, status: DocumentStatus | None = None, limit: int = 20,
              offset: int = 0) -> tuple[list[DocumentRecord], int]:
-        """The tenant's documents newest first, and how many match in all."""
+        """The tenant's documents newest first, and how many match in all: one page of one
+        sorted set (all documents, or those of one status) and its size."""
+        if status is not None and not self.status_index_ready():
+            return self._list_by_reading_every_record(tenant, status, limit, offset)
+        key = self._tenant_key(tenant) if status is None else self._status_key(tenant, status)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrevrange(key, offset, offset + limit - 1)
+        pipe.zcard(key)
+        page_ids, total = pipe.execute()
+        return self._many(page_ids), total
+
+    def status_index_ready(self) -> bool:
+        """Whether the status sets cover every document (always, on a new deployment)."""
+        if not self._status_index_ready:
+            self._status_index_ready = bool(self.redis.exists(self._status_index_built_key)) \
+                or self._new_deployment()
+        return self._status_index_ready
+
+    def _new_deployment(self) -> bool:
+        """No tenant listing yet: nothing to build, the sets start complete."""
+        if next(self.redis.scan_iter(match=f"{self.prefix}tenant:*:documents", count=100), None) is None:
+            self.redis.set(self._status_index_built_key, "1")
+            return True
+        return False
+
+    def ensure_status_index(self, batch: int = 500) -> int:
+        """Build the status sets of a deployment from before them, once (later calls
+        return at once); returns the documents indexed. Safe beside live writes."""
+        if self.status_index_ready():
+            return 0
+        lock = f"{self.prefix}status_index:building"
+        if not self.redis.set(lock, "1", nx=True, ex=600):
+            return 0  # another gateway replica is at it
+        indexed = 0
+        statuses = [s.value for s in DocumentStatus]
+        for tenant_key in self.redis.scan_iter(match=f"{self.prefix}tenant:*:documents", count=100):
+            ids = self.redis.zrange(tenant_key, 0, -1)
+            for start in range(0, len(ids), batch):
+                pipe = self.redis.pipeline(transaction=False)
+                for document_id in ids[start:start + batch]:
+                    self._index_one(keys=[self._doc_key(document_id)], args=statuses, client=pipe)
+                indexed += sum(int(done) for done in pipe.execute())
+        self.redis.set(self._status_index_built_key, "1")
+        self.redis.delete(lock)
+        self._status_index_ready = True
+        return indexed
+
+    def _list_by_reading_every_record(self, tenant: str, status: DocumentStatus, limit: int,
+                                      offset: int) -> tuple[list[DocumentRecord], int]:
         ids = self.redis.zrevrange(self._tenant_key(tenant), 0, -1)
-        if status is None:
-            total, page_ids = len(ids), ids[offset:offset + limit]
-            return self._many(page_ids), total
         pipe = self.redis.pipeline()
         for document_id in ids:
             pipe.hget(self._doc_key(document_id), "status")
@@ -242,6 +399,9 @@ class StatusStore:
         for name in _JSON_FIELDS:
             if name in data:
                 data[name] = json.loads(data[name])
+        for name in _LIST_FIELDS:
+            if name in data:
+                data[name] = data[name].split()
         return DocumentRecord.model_validate(data)
 
     # --- writes by the gateway ---------------------------------------------------
@@ -256,6 +416,8 @@ class StatusStore:
             pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self._doc_key(record.document_id), mapping=fields)
         pipe.zadd(self._tenant_key(record.tenant), {record.document_id: record.created_at.timestamp()})
+        pipe.zadd(self._status_key(record.tenant, record.status),
+                  {record.document_id: record.created_at.timestamp()})
         if record.status not in FINAL_STATUSES:
             pipe.zadd(self.in_flight_key, {record.document_id: record.created_at.timestamp()})
         if own_pipe:
@@ -270,12 +432,28 @@ class StatusStore:
         `version` and `updated_at` fields, as `activity` reads them), only if the
         document has not moved since and is not final.
         """
+        restarted = self.start_again(document_id, task_id, if_unchanged)
+        return restarted.version if restarted else None
+
+    def start_again(self, document_id: str, task_id: str,
+                    if_unchanged: tuple[str, str] | None = None) -> "Restarted | None":
+        """`restart`, also returning what it replaced, for `unrestart`."""
         expected = list(if_unchanged) if if_unchanged is not None else ["", ""]
-        version = self._restart(keys=[self._doc_key(document_id), self.in_flight_key], args=[
-            task_id, utcnow().isoformat(), *expected,
+        reply = self._restart(keys=[self._doc_key(document_id), self.in_flight_key], args=[
+            task_id, utcnow().isoformat(), *expected, MAX_PREVIOUS_TASK_IDS,
             *[x for field in _RESET_ON_RESTART for x in (field, "")],
         ])
-        return int(version) if version else None
+        if not reply:
+            return None
+        return Restarted(document_id=document_id, task_id=task_id, version=int(reply[0]),
+                         replaced=tuple(reply[1:]))
+
+    def unrestart(self, restarted: "Restarted") -> bool:
+        """Undo a restart nothing has acted on yet (its first message could not be
+        enqueued): the record is again exactly what it was. False if the new version
+        moved meanwhile (or the document was deleted): then it is not undone."""
+        return bool(self._unrestart(keys=[self._doc_key(restarted.document_id), self.in_flight_key],
+                                    args=[restarted.version, restarted.task_id, *restarted.replaced]))
 
     def reopen(self, document_id: str, version: int) -> bool:
         """Put a failed version back in flight (a dead letter's replay): error cleared,
@@ -289,12 +467,18 @@ class StatusStore:
             return False
         return self.update(document_id, record.version, status=DocumentStatus.CANCELLED)
 
-    def delete(self, document_id: str, tenant: str) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+    def delete(self, document_id: str, tenant: str, pipe: redis.client.Pipeline | None = None) -> None:
+        """Remove the record from everywhere; with `pipe`, only queue the writes on it."""
+        own_pipe = pipe is None
+        if own_pipe:
+            pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self._doc_key(document_id))
         pipe.zrem(self._tenant_key(tenant), document_id)
+        for status in DocumentStatus:
+            pipe.zrem(self._status_key(tenant, status), document_id)
         pipe.zrem(self.in_flight_key, document_id)
-        pipe.execute()
+        if own_pipe:
+            pipe.execute()
 
     # --- writes by the stages ------------------------------------------------------
     def begin_stage(self, document_id: str, version: int, stage: str, status: DocumentStatus,
@@ -324,9 +508,21 @@ class StatusStore:
         return bool(self._update(keys=[self._doc_key(document_id), self.in_flight_key], args=args))
 
     def complete(self, document_id: str, version: int, **fields: Any) -> bool:
+        """The version is done and is what search serves from now on."""
+        served = {"served_vectors": fields["vectors"]} if "vectors" in fields else {}
         return self.update(document_id, version, DocumentStatus.COMPLETED, 100,
-                           completed_at=utcnow(), **fields)
+                           completed_at=utcnow(), served_version=version, **served, **fields)
 
     def fail(self, document_id: str, version: int, error: DocumentError) -> bool:
         return self.update(document_id, version, DocumentStatus.FAILED, error=error,
                            completed_at=utcnow())
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """A new version started by `StatusStore.start_again`, and what it replaced."""
+
+    document_id: str
+    task_id: str
+    version: int
+    replaced: tuple[str, ...]
