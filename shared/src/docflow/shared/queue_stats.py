@@ -14,20 +14,17 @@ read from Redis as KEDA and kombu see it.
   (published by another producer) leaves the age unknown.
 """
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import redis
-from kombu.transport.redis import Channel
 
+from docflow.shared import kombu_layout
 from docflow.shared.names import STAGE_OF_QUEUE, Stage
-from docflow.shared.tracing import ENQUEUED_AT
 
-# kombu's own key names (a `global_keyprefix` transport option would prefix them).
-UNACKED_KEY = Channel.unacked_key
+# kombu's key names and envelope decoding live in docflow.shared.kombu_layout.
+UNACKED_KEY = kombu_layout.UNACKED_KEY
 
 
 @dataclass(frozen=True)
@@ -39,33 +36,15 @@ class QueueStats:
     oldest_age_seconds: float | None
 
 
-def _json(raw: str | bytes | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return None
-
-
 def message_enqueued_at(raw: str | bytes | None) -> float | None:
     """The `enqueued_at` header of a raw kombu message (as stored in the list)."""
-    message = _json(raw)
-    if not isinstance(message, dict):
-        return None
-    value = (message.get("headers") or {}).get(ENQUEUED_AT)
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    envelope = kombu_layout.decode(raw, with_body=False)
+    return envelope.enqueued_at if envelope else None
 
 
 def _unacked_queue(raw: str | bytes) -> str | None:
-    entry = _json(raw)
-    if not isinstance(entry, list) or len(entry) < 3:
-        return None
-    # Celery routes each task with routing key = queue name (task_routes).
-    return entry[2]
+    envelope = kombu_layout.decode(raw, with_body=False)
+    return envelope.queue if envelope else None
 
 
 def read_queue_stats(client: redis.Redis, now: float | None = None) -> list[QueueStats]:
