@@ -15,10 +15,10 @@ from docflow.gateway.filenames import sanitize_filename
 from docflow.gateway.metrics import DOCUMENTS_ACCEPTED, EMPTY_FILE_DETAIL, UPLOADED_BYTES
 from docflow.gateway.pipeline import new_task_id
 from docflow.gateway.schemas import DocumentAccepted
-from docflow.gateway.task_registry import TaskOwner
 from docflow.gateway.uploads import Upload
+from docflow.gateway.versions import start_first_version
 from docflow.shared.content_types import SNIFF_BYTES, ContentType, sniff
-from docflow.shared.messages import PipelineMessage, artifact_prefix
+from docflow.shared.messages import artifact_prefix
 from docflow.shared.status import DocumentRecord, utcnow
 
 log = structlog.get_logger(__name__)
@@ -50,21 +50,16 @@ def accept_document(services: Services, tenant: str, upload: Upload) -> Document
     services.storage.put(original_key, upload.read_all())
     try:
         now = utcnow()
-        # The record and the task's owner in one transaction: one round trip, and
-        # never one without the other.
-        writes = services.redis.pipeline(transaction=True)
-        services.status.create(DocumentRecord(
+        record = DocumentRecord(
             document_id=document_id, tenant=tenant, filename=filename, content_type=content_type.value,
             size_bytes=upload.size, metadata=upload.metadata, task_id=task_id,
             original_key=original_key, created_at=now, updated_at=now,
-        ), writes)
-        services.tasks.remember(task_id, TaskOwner(tenant=tenant, document_id=document_id), writes)
-        writes.execute()
-        message = PipelineMessage(document_id=document_id, tenant=tenant, version=1,
-                                  content_type=content_type.value, original_key=original_key)
-        services.pipeline.enqueue_document(message, task_id)
+        )
+        # The record and the task's owner in one transaction, then the message; a failed
+        # enqueue undoes the record (docflow.gateway.versions).
+        start_first_version(services, record)
     except BaseException:
-        _undo_accept(services, tenant, document_id, task_id)
+        _remove_original(services, tenant, document_id)
         raise
     DOCUMENTS_ACCEPTED.labels(content_type=content_type.value).inc()
     UPLOADED_BYTES.labels(content_type=content_type.value).inc(upload.size)
@@ -73,15 +68,9 @@ def accept_document(services: Services, tenant: str, upload: Upload) -> Document
     return DocumentAccepted(document_id=document_id, task_id=task_id)
 
 
-def _undo_accept(services: Services, tenant: str, document_id: str, task_id: str) -> None:
-    """Best effort: the failure that got us here may also stop some of these steps."""
-    steps = (
-        ("task mapping", lambda: services.tasks.forget(task_id)),
-        ("status record", lambda: services.status.delete(document_id, tenant)),
-        ("stored original", lambda: services.storage.delete_prefix(artifact_prefix(tenant, document_id))),
-    )
-    for what, undo in steps:
-        try:
-            undo()
-        except Exception as exc:  # keep undoing the rest; report what is left behind
-            log.error("could not undo a rejected upload", left_behind=what, error=str(exc))
+def _remove_original(services: Services, tenant: str, document_id: str) -> None:
+    """Best effort: the failure that got us here may also stop this."""
+    try:
+        services.storage.delete_prefix(artifact_prefix(tenant, document_id))
+    except Exception as exc:
+        log.error("could not undo a rejected upload", left_behind="stored original", error=str(exc))

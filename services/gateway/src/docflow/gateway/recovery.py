@@ -20,8 +20,6 @@ the idle time and the second scan rule out.
 """
 
 import asyncio
-import base64
-import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -31,17 +29,15 @@ import structlog
 from starlette.concurrency import run_in_threadpool
 
 from docflow.gateway.dependencies import Services
-from docflow.gateway.pipeline import new_task_id
-from docflow.gateway.task_registry import TaskOwner
-from docflow.shared.messages import PipelineMessage
+from docflow.gateway.versions import start_new_version
+from docflow.shared import kombu_layout
 from docflow.shared.names import Queue
 from docflow.shared.status import FINAL_STATUSES, utcnow
 
 log = structlog.get_logger(__name__)
 
-# kombu's own key for delivered, unacknowledged messages (no global_keyprefix is set).
-UNACKED_HASH = "unacked"
-_PAGE = 500
+# kombu's own key for delivered, unacknowledged messages (docflow.shared.kombu_layout).
+UNACKED_HASH = kombu_layout.UNACKED_KEY
 # A message is between the queue and the unacked hash for a millisecond or so: never
 # at both of two scans this far apart.
 SECOND_SCAN_AFTER_SECONDS = 0.5
@@ -64,17 +60,10 @@ def _document_ids(value: Any, depth: int = 0) -> Iterator[str]:
 
 def _refers_to(raw: str | bytes) -> tuple[set[str], str | None]:
     """(document ids in the arguments, root task id) of a kombu message as stored."""
-    try:
-        message = json.loads(raw)
-        if isinstance(message, list):  # an unacked entry: [message, exchange, routing key]
-            message = message[0]
-        body = message.get("body", "")
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        task_id = (message.get("headers") or {}).get("id")
-        return set(_document_ids(json.loads(body))), task_id.split(".", 1)[0] if task_id else None
-    except Exception:  # not ours to judge; an undecodable message refers to nothing
+    envelope = kombu_layout.decode(raw)
+    if envelope is None:  # not ours to judge; an undecodable message refers to nothing
         return set(), None
+    return set(_document_ids(envelope.body)), envelope.root_task_id
 
 
 def referenced(services: Services) -> tuple[set[str], set[str]]:
@@ -89,14 +78,11 @@ def referenced(services: Services) -> tuple[set[str], set[str]]:
             tasks.add(task_id)
 
     client = services.redis
-    for _, raw in client.hscan_iter(UNACKED_HASH, count=_PAGE):
+    for _, raw in kombu_layout.unacked(client):
         add(raw)
     for queue in Queue:
-        start = 0
-        while batch := client.lrange(queue.value, start, start + _PAGE - 1):
-            for raw in batch:
-                add(raw)
-            start += _PAGE
+        for raw in kombu_layout.queued(client, queue.value):
+            add(raw)
     return documents, tasks
 
 
@@ -134,18 +120,14 @@ def recover(services: Services, min_idle_seconds: float) -> list[str]:
         record = services.status.get(document_id)
         if record is None:
             continue
-        task_id = new_task_id()
-        services.tasks.remember(task_id, TaskOwner(tenant=record.tenant, document_id=document_id))
-        version = services.status.restart(document_id, task_id, if_unchanged=expected)
-        if version is None:  # it moved (or was deleted) since the scan: not stranded after all
-            services.tasks.forget(task_id)
+        # A failed enqueue undoes the restart (docflow.gateway.versions): the document
+        # stays stranded, and the next sweep tries again.
+        started = start_new_version(services, record, if_unchanged=expected)
+        if started is None:  # it moved (or was deleted) since the scan: not stranded after all
             continue
-        message = PipelineMessage(document_id=document_id, tenant=record.tenant, version=version,
-                                  content_type=record.content_type, original_key=record.original_key)
-        services.pipeline.enqueue_document(message, task_id)
         log.warning("recovered a document whose pipeline message was lost; started it again",
                     document_id=document_id, tenant=record.tenant, stranded_status=record.status.value,
-                    stranded_version=record.version, version=version, task_id=task_id)
+                    stranded_version=record.version, version=started.version, task_id=started.task_id)
         recovered.append(document_id)
     return recovered
 

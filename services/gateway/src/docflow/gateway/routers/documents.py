@@ -13,12 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
 from docflow.gateway.intake import accept_document
 from docflow.gateway.metrics import counting_rejections
-from docflow.gateway.pipeline import new_task_id
 from docflow.gateway.rate_limit import RATE_LIMITED, UploadRateLimited
 from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage
-from docflow.gateway.task_registry import TaskOwner
 from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, receive_upload
-from docflow.shared.messages import PipelineMessage, artifact_prefix
+from docflow.gateway.versions import start_new_version
+from docflow.shared.messages import artifact_prefix
 from docflow.shared.status import FINAL_STATUSES, DocumentRecord, DocumentStatus
 
 log = structlog.get_logger(__name__)
@@ -112,20 +111,19 @@ def delete_document(document_id: str, services: ServicesDep, tenant: Tenant) -> 
 
 
 @router.post("/{document_id}/reprocess", status_code=status.HTTP_202_ACCEPTED,
-             response_model=DocumentAccepted, responses=NOT_FOUND)
+             response_model=DocumentAccepted,
+             responses={**NOT_FOUND,
+                        503: {"description": "Queue unavailable; nothing changed, retry after Retry-After"}})
 def reprocess_document(document_id: str, services: ServicesDep, tenant: Tenant) -> DocumentAccepted:
-    """Run the pipeline again as a new version; runs of older versions stop themselves."""
+    """Run the pipeline again as a new version; runs of older versions stop themselves.
+    If it cannot be enqueued the document stays exactly as it was (503)."""
     record = _document_or_404(services, tenant, document_id)
-    task_id = new_task_id()
-    services.tasks.remember(task_id, TaskOwner(tenant=tenant, document_id=document_id))
-    version = services.status.restart(document_id, task_id)
-    if version is None:  # deleted between the read above and the restart
+    started = start_new_version(services, record)
+    if started is None:  # deleted between the read above and the restart
         _document_or_404(services, tenant, document_id)
-    message = PipelineMessage(document_id=document_id, tenant=tenant, version=version,
-                              content_type=record.content_type, original_key=record.original_key)
-    services.pipeline.enqueue_document(message, task_id)
-    log.info("document reprocessing", version=version, task_id=task_id)
-    return DocumentAccepted(document_id=document_id, task_id=task_id)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"document {document_id} not found")
+    log.info("document reprocessing", version=started.version, task_id=started.task_id)
+    return DocumentAccepted(document_id=document_id, task_id=started.task_id)
 
 
 @router.post("/{document_id}/cancel", response_model=Document,
