@@ -103,3 +103,18 @@ def test_an_idle_bucket_expires(redis_server, redis_client, action):
     asyncio.run(_with_limiter(redis_server, {action: 60}, scenario))
     ttl = redis_client.pttl(f"docflow:ratelimit:{action.value}:t")
     assert 0 < ttl <= 61_000, "a full bucket is the same as no bucket: Redis forgets it"
+
+
+def test_reprocesses_beyond_their_limit_get_429_with_retry_after_and_change_nothing(make_gateway, broker):
+    """700 reprocess calls in 2.4 s were all accepted, each a whole pipeline run."""
+    gateway = make_gateway(reprocess_rate_limit_per_minute=2, upload_rate_limit_per_minute=100)
+    document_id = gateway.accepted()["document_id"]
+    for _ in range(2):
+        assert gateway.post(f"/v1/documents/{document_id}/reprocess").status_code == 202
+    refused = gateway.post(f"/v1/documents/{document_id}/reprocess")
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) in range(1, 31)  # one token refills in 60/2 s
+    assert "reprocess" in refused.json()["detail"]
+    assert gateway.get(f"/v1/documents/{document_id}").json()["version"] == 3, "the refused one started nothing"
+    assert broker.length("docflow.extract") == 3
+    assert gateway.accepted(), "uploads draw on their own budget"

@@ -66,6 +66,7 @@ class Services:
             rate_limiter=RateLimiter(async_client, settings.redis_key_prefix, {
                 Action.UPLOAD: settings.upload_rate_limit_per_minute,
                 Action.SEARCH: settings.search_rate_limit_per_minute,
+                Action.REPROCESS: settings.reprocess_rate_limit_per_minute,
             }),
         )
 

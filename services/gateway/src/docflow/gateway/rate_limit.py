@@ -6,7 +6,10 @@ the last token. The script reads Redis's own clock (`TIME`), so replicas' clocks
 need not agree. A bucket holds a minute's worth of requests and refills
 continuously; a request finding it empty gets 429 with `Retry-After`, the whole
 seconds until a token is back. Limits are set per action
-(DOCFLOW_UPLOAD_RATE_LIMIT_PER_MINUTE, DOCFLOW_SEARCH_RATE_LIMIT_PER_MINUTE; 0 = off).
+(DOCFLOW_UPLOAD_RATE_LIMIT_PER_MINUTE, DOCFLOW_SEARCH_RATE_LIMIT_PER_MINUTE,
+DOCFLOW_REPROCESS_RATE_LIMIT_PER_MINUTE; 0 = off). A reprocess costs the pipeline what
+an upload does, and each one used to keep a whole version's artifacts: it has a
+bucket of its own.
 
 The check is one Redis call made on the event loop (redis.asyncio): a slow or absent
 Redis never blocks the loop, and no request pays a thread-pool hop for it -- on the
@@ -51,6 +54,7 @@ return {allowed, tostring(wait)}
 class Action(StrEnum):
     UPLOAD = "upload"
     SEARCH = "search"
+    REPROCESS = "reprocess"
 
 
 @dataclass(frozen=True)
@@ -95,5 +99,6 @@ def _limited(action: Action):
 
 UploadRateLimited = _limited(Action.UPLOAD)
 SearchRateLimited = _limited(Action.SEARCH)
+ReprocessRateLimited = _limited(Action.REPROCESS)
 RATE_LIMITED = {status.HTTP_429_TOO_MANY_REQUESTS: {
     "description": "The tenant's rate limit is used up; retry after Retry-After seconds"}}

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
 from docflow.gateway.intake import accept_document
 from docflow.gateway.metrics import counting_rejections
-from docflow.gateway.rate_limit import RATE_LIMITED, UploadRateLimited
+from docflow.gateway.rate_limit import RATE_LIMITED, ReprocessRateLimited, UploadRateLimited
 from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage
 from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, receive_upload
 from docflow.gateway.versions import start_new_version
@@ -112,8 +112,9 @@ def delete_document(document_id: str, services: ServicesDep, tenant: Tenant) -> 
 
 @router.post("/{document_id}/reprocess", status_code=status.HTTP_202_ACCEPTED,
              response_model=DocumentAccepted,
-             responses={**NOT_FOUND,
-                        503: {"description": "Queue unavailable; nothing changed, retry after Retry-After"}})
+             responses={**NOT_FOUND, **RATE_LIMITED,
+                        503: {"description": "Queue unavailable; nothing changed, retry after Retry-After"}},
+             dependencies=[ReprocessRateLimited])
 def reprocess_document(document_id: str, services: ServicesDep, tenant: Tenant) -> DocumentAccepted:
     """Run the pipeline again as a new version; runs of older versions stop themselves.
     If it cannot be enqueued the document stays exactly as it was (503)."""
