@@ -8,7 +8,8 @@ plain text, which no magic number can.
 from enum import StrEnum
 
 import filetype
-from charset_normalizer import from_bytes
+
+from docflow.shared.text_encoding import decode_text
 
 SNIFF_BYTES = 64 * 1024
 
@@ -29,9 +30,8 @@ _MARKDOWN_SUFFIXES = (".md", ".markdown")
 
 
 def looks_like_text(head: bytes) -> bool:
-    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return False  # NULs outside UTF-16 mean binary
-    return from_bytes(head).best() is not None
+    # The head may end inside a multi-byte character: `partial`.
+    return decode_text(head, partial=True) is not None
 
 
 def sniff(head: bytes, filename: str = "") -> ContentType | None:
