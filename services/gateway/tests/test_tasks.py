@@ -58,3 +58,45 @@ def test_a_deleted_documents_task_stays_visible_to_its_tenant_only(gateway):
     gateway.delete(f"/v1/documents/{accepted['document_id']}")
     assert gateway.get(f"/v1/tasks/{accepted['task_id']}").status_code == 200
     assert gateway.get(f"/v1/tasks/{accepted['task_id']}", tenant="tenant-b").status_code == 404
+
+
+def _record(gateway, document_id: str) -> dict:
+    return gateway.get(f"/v1/documents/{document_id}").json()
+
+
+def test_a_run_replaced_by_a_reprocess_ends_superseded_not_started_forever(gateway, redis_client):
+    accepted = gateway.accepted()
+    old = accepted["task_id"]
+    mark(gateway, old, "extract", states.SUCCESS)
+    mark(gateway, old, "embed", states.STARTED)  # its run stops itself once the version is stale
+    new = gateway.post(f"/v1/documents/{accepted['document_id']}/reprocess").json()["task_id"]
+
+    body = gateway.get(f"/v1/tasks/{old}").json()
+    assert [s["state"] for s in body["stages"]] == ["SUCCESS", "SUPERSEDED", "SUPERSEDED"]
+    assert body["state"] == "SUPERSEDED"
+    assert gateway.get(f"/v1/tasks/{new}").json()["state"] == "PENDING", "the new run is the live one"
+
+
+def test_a_cancelled_run_ends_cancelled(gateway):
+    accepted = gateway.accepted()
+    mark(gateway, accepted["task_id"], "extract", states.STARTED)
+    assert gateway.post(f"/v1/documents/{accepted['document_id']}/cancel").status_code == 200
+    body = gateway.get(f"/v1/tasks/{accepted['task_id']}").json()
+    assert [s["state"] for s in body["stages"]] == ["CANCELLED"] * 3 and body["state"] == "CANCELLED"
+
+
+def test_stages_whose_results_are_gone_are_settled_by_the_record(gateway, redis_client):
+    """Results expire (and a completed version's are forgotten): the record still knows."""
+    from docflow.shared.errors import ErrorCode
+    from docflow.shared.status import DocumentError, DocumentStatus, StatusStore
+
+    store = StatusStore(redis_client)
+    done, failed = gateway.accepted(), gateway.accepted()
+    store.complete(done["document_id"], 1, vectors=2)
+    assert gateway.get(f"/v1/tasks/{done['task_id']}").json()["state"] == "SUCCESS"
+
+    store.begin_stage(failed["document_id"], 1, "embed", DocumentStatus.EMBEDDING, 40)
+    store.fail(failed["document_id"], 1, DocumentError(code=ErrorCode.TIMEOUT, message="slow", stage="embed"))
+    body = gateway.get(f"/v1/tasks/{failed['task_id']}").json()
+    assert [s["state"] for s in body["stages"]] == ["SUCCESS", "FAILURE", "PENDING"]
+    assert body["state"] == "FAILURE"

@@ -40,6 +40,10 @@ class Document(BaseModel):
     attempts: int = Field(description="Runs of the current stage, retries included")
     error: DocumentErrorInfo | None
     version: int = Field(description="Bumped by every reprocess")
+    served_version: int | None = Field(
+        default=None, description="The version search serves: the last one that completed (a cancelled or "
+                                  "failed reprocess leaves the one before it in place); null if none did")
+    served_vectors: int | None = Field(default=None, description="That version's vectors")
     task_id: str | None
     created_at: datetime
     updated_at: datetime
@@ -89,7 +93,8 @@ class SearchResponse(BaseModel):
 class StageState(BaseModel):
     stage: str
     task_id: str
-    state: str = Field(description="Celery state: PENDING, STARTED, RETRY, SUCCESS, FAILURE, ...")
+    state: str = Field(description="Celery state (PENDING, STARTED, RETRY, SUCCESS, FAILURE, ...), or "
+                                   "SUPERSEDED (a newer version replaced this run) or CANCELLED")
 
 
 class TaskStatus(BaseModel):
