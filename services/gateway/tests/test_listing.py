@@ -56,3 +56,35 @@ def test_page_size_bound_comes_from_settings(make_gateway):
     assert response.status_code == 422
     assert response.json() == {"detail": "limit must be between 1 and 3"}
     assert gateway.get("/v1/documents").json()["limit"] == 3
+
+
+def _by_status(gateway) -> dict[str, list[str]]:
+    listing = {}
+    for status in ("queued", "extracting", "embedding", "indexing", "completed", "failed", "cancelled"):
+        page = gateway.get("/v1/documents", params={"status": status}).json()
+        assert page["total"] == len(page["documents"])
+        if page["documents"]:
+            listing[status] = [d["document_id"] for d in page["documents"]]
+    return listing
+
+
+def test_the_status_filter_follows_transitions_deletes_and_reprocesses(gateway, five_documents, redis_client):
+    """The filter reads a sorted set per status (not every record): it must follow every move."""
+    from docflow.shared.status import DocumentStatus, StatusStore
+
+    store = StatusStore(redis_client)
+    a, b, c, d, e = five_documents
+    store.begin_stage(a, 1, "extract", DocumentStatus.EXTRACTING, 1)
+    store.complete(b, 1, vectors=1)
+    store.complete(c, 1, vectors=1)
+    assert gateway.post(f"/v1/documents/{d}/cancel").status_code == 200
+    assert _by_status(gateway) == {"queued": [e], "extracting": [a], "completed": [c, b], "cancelled": [d]}
+
+    assert gateway.post(f"/v1/documents/{c}/reprocess").status_code == 202
+    assert gateway.post(f"/v1/documents/{d}/reprocess").status_code == 202
+    assert gateway.delete(f"/v1/documents/{a}").status_code == 204
+    assert _by_status(gateway) == {"queued": [e, d, c], "completed": [b]}, "newest first, by upload time"
+    store.complete(c, 2, vectors=1)
+    assert _by_status(gateway) == {"queued": [e, d], "completed": [c, b]}
+    assert gateway.get("/v1/documents", params={"status": "completed", "limit": 1, "offset": 1}).json()[
+        "documents"][0]["document_id"] == b

@@ -138,6 +138,9 @@ def sweep_once(services: Services) -> list[str] | None:
     lock = f"{settings.redis_key_prefix}recovery:lock"
     if not services.redis.set(lock, "1", nx=True, ex=max(1, settings.recovery_interval_seconds)):
         return None
+    # A deployment from before the per-status sets builds them once (then a no-op).
+    if indexed := services.status.ensure_status_index():
+        log.info("built the per-status listing sets", documents=indexed)
     return recover(services, settings.recovery_min_idle_seconds)
 
 
