@@ -79,14 +79,19 @@ def worker_result_backend(settings: Settings) -> str:
     return f"{__name__}:{WorkerResultBackend.__name__}+{settings.redis_url}"
 
 
+def task_time_limits(settings: Settings) -> dict[str, tuple[int, int]]:
+    """(soft, hard) seconds of every docflow task, by name: what the workers enforce
+    (the app's task_annotations) and what the gateway's recovery reads to know when a
+    delivery has outlived any run of its task (docflow.gateway.recovery)."""
+    return {task.value: settings.time_limits(stage) for task, stage in STAGE_OF_TASK.items()}
+
+
 def create_celery_app(name: str, settings: Settings) -> Celery:
     app = Celery(f"docflow-{name}", broker=settings.redis_url, backend=settings.redis_url)
     # Every producer (the gateway, each worker) stamps request id and enqueue time.
     install_publish_hook()
-    annotations = {}
-    for task, stage in STAGE_OF_TASK.items():
-        soft, hard = settings.time_limits(stage)
-        annotations[task.value] = {"soft_time_limit": soft, "time_limit": hard}
+    annotations = {task: {"soft_time_limit": soft, "time_limit": hard}
+                   for task, (soft, hard) in task_time_limits(settings).items()}
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

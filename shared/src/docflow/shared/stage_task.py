@@ -27,7 +27,7 @@ from docflow.shared import metrics
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.delivery import is_redis_unreachable
 from docflow.shared.errors import ErrorCode, PermanentError, PipelineError, TransientError
-from docflow.shared.messages import PipelineMessage
+from docflow.shared.messages import PipelineMessage, artifact_prefix
 from docflow.shared.names import QUEUE_OF_STAGE, STAGE_OF_TASK, Stage
 from docflow.shared.redis_connection import redis_client
 from docflow.shared.settings import Settings, get_settings
@@ -164,6 +164,47 @@ class StageTask(DocflowTask):
             self._give_up_on_a_poison_message(msg, attempt)
             raise Ignore()  # acked: the chain stops here, the record says why
         return msg, attempt
+
+    def store_artifacts(self, msg: PipelineMessage, artifacts: dict[str, bytes]) -> bool:
+        """Write this run's artifacts (storage key -> bytes), unless the run is stale.
+
+        Delete means gone: a run of a document deleted (or reprocessed, cancelled, failed)
+        meanwhile writes nothing. Checked before writing; and as a delete can land while
+        a big artifact is being written, checked again after: if the document is gone or
+        at another version by then, what this run wrote is removed again. (A worker
+        killed between the two leaves it to the gateway's sweep, which deletes a deleted
+        document's folder once more after every run of it has ended.) Returns False when
+        the run is stale and nothing of it is left.
+        """
+        if not self.status.is_current(msg.document_id, msg.version):
+            log.info("stale run: not writing its artifacts", artifacts=len(artifacts))
+            return False
+        written = []
+        try:
+            for key, data in artifacts.items():
+                self.storage.put(key, data)
+                written.append(key)
+        finally:
+            if self.status.version_of(msg.document_id) != msg.version:
+                for key in written:
+                    self.storage.delete_prefix(key)
+                log.info("document deleted or reprocessed while its artifacts were written; removed them",
+                         artifacts=len(written))
+                written = []
+        return bool(written) or not artifacts
+
+    def drop_older_versions_artifacts(self, msg: PipelineMessage) -> int:
+        """Remove the artifacts of every version before `msg`'s (called as it completes: a
+        reprocess kept every earlier version's files until the document was deleted).
+        The record remembers how far it got, so each version's folder is removed once."""
+        record = self.status.get(msg.document_id)
+        if record is None or record.version != msg.version:
+            return 0
+        prefix = artifact_prefix(msg.tenant, msg.document_id)
+        removed = sum(self.storage.delete_prefix(f"{prefix}v{version}/")
+                      for version in range(record.artifacts_from, msg.version))
+        self.status.update(msg.document_id, msg.version, artifacts_from=msg.version)
+        return removed
 
     def report(self, msg: PipelineMessage, done: float, total: float, **counts: Any) -> bool:
         """Progress within this stage (done of total) plus any counts to record.

@@ -18,6 +18,7 @@ listing reads every record as it used to.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -78,6 +79,9 @@ class DocumentRecord(BaseModel):
     completed_at: datetime | None = None
     served_version: int | None = None
     served_vectors: int | None = None
+    # The lowest version whose artifacts may still be in storage: a completing version
+    # removes those before it (StageTask.drop_older_versions_artifacts).
+    artifacts_from: int = 1
     # The task ids of this document's earlier versions, newest last (bounded): their
     # task owners are removed with the document, and GET /v1/tasks reports them as
     # superseded.
@@ -477,8 +481,25 @@ class StatusStore:
         for status in DocumentStatus:
             pipe.zrem(self._status_key(tenant, status), document_id)
         pipe.zrem(self.in_flight_key, document_id)
+        # Remembered until every run that might still write for it has ended, when the
+        # gateway's sweep removes its storage folder once more (a write that raced the delete).
+        pipe.zadd(self.deleted_key, {f"{tenant}/{document_id}": time.time()})
         if own_pipe:
             pipe.execute()
+
+    @property
+    def deleted_key(self) -> str:
+        """Documents deleted recently, as `tenant/document_id`, scored by when."""
+        return f"{self.prefix}documents:deleted"
+
+    def deleted_before(self, epoch: float, limit: int = 1000) -> list[tuple[str, str]]:
+        """(tenant, document id) of documents deleted before `epoch`, oldest first."""
+        members = self.redis.zrangebyscore(self.deleted_key, 0, epoch, start=0, num=limit)
+        return [tuple(member.split("/", 1)) for member in members]
+
+    def forget_deleted(self, documents: list[tuple[str, str]]) -> None:
+        if documents:
+            self.redis.zrem(self.deleted_key, *(f"{tenant}/{document_id}" for tenant, document_id in documents))
 
     # --- writes by the stages ------------------------------------------------------
     def begin_stage(self, document_id: str, version: int, stage: str, status: DocumentStatus,
@@ -491,6 +512,11 @@ class StatusStore:
         run (attempt 1) is the first of its version (the indexer appends on it)."""
         return int(self._begin(keys=[self._doc_key(document_id)], args=[
             version, stage, utcnow().isoformat(), status.value, max(0, min(100, int(progress))), _RANK_JSON]))
+
+    def version_of(self, document_id: str) -> int | None:
+        """The document's current version; None once it is deleted."""
+        version = self.redis.hget(self._doc_key(document_id), "version")
+        return int(version) if version else None
 
     def is_current(self, document_id: str, version: int) -> bool:
         current, status = self.redis.hmget(self._doc_key(document_id), "version", "status")
