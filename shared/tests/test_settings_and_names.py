@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from docflow.shared.names import (
+    MAINTENANCE_QUEUE_OF_STAGE,
     QUEUE_OF_STAGE,
     STAGE_OF_QUEUE,
     STAGE_OF_TASK,
@@ -31,7 +32,8 @@ def test_visibility_timeout_must_exceed_hard_time_limits():
 
 def test_every_task_routes_to_a_queue_its_stage_consumes():
     for task, stage in STAGE_OF_TASK.items():
-        assert TASK_ROUTES[task]["queue"] in queues_of_stage(stage), task
+        consumed = [*queues_of_stage(stage), *filter(None, [MAINTENANCE_QUEUE_OF_STAGE.get(stage)])]
+        assert TASK_ROUTES[task]["queue"] in consumed, task
     assert TASK_ROUTES[Task.EXTRACT]["queue"] == QUEUE_OF_STAGE[Stage.EXTRACT]
     assert TASK_ROUTES[Task.DELETE_VECTORS]["queue"] == QUEUE_OF_STAGE[Stage.INDEX]
     assert len(set(QUEUE_OF_STAGE.values())) == len(Stage)
@@ -44,3 +46,10 @@ def test_searches_have_queues_of_their_own_consumed_first():
     assert queues_of_stage(Stage.INDEX) == [Queue.QUERY_INDEX, Queue.INDEX]
     assert queues_of_stage(Stage.EXTRACT) == [Queue.EXTRACT]
     assert set(STAGE_OF_QUEUE) == set(Queue)
+
+
+def test_index_maintenance_has_a_queue_of_its_own_that_no_document_worker_takes():
+    assert TASK_ROUTES[Task.MAINTAIN]["queue"] == Queue.MAINTENANCE
+    assert TASK_ROUTES[Task.UPDATE_METADATA]["queue"] == Queue.INDEX
+    assert all(Queue.MAINTENANCE not in queues_of_stage(stage) for stage in Stage)
+    assert STAGE_OF_QUEUE[Queue.MAINTENANCE] is Stage.INDEX

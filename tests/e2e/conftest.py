@@ -30,6 +30,9 @@ STACK_ENV = {
     "DOCFLOW_EMBED_TIME_LIMIT": "45",
     "DOCFLOW_INDEX_SOFT_TIME_LIMIT": "40",
     "DOCFLOW_INDEX_TIME_LIMIT": "45",
+    # Maintenance limits count towards the visibility timeout too (settings).
+    "DOCFLOW_MAINTAIN_SOFT_TIME_LIMIT": "40",
+    "DOCFLOW_MAINTAIN_TIME_LIMIT": "45",
     "DOCFLOW_VISIBILITY_TIMEOUT": "50",
 }
 

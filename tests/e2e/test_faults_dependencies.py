@@ -40,6 +40,9 @@ ENV = {
     "DOCFLOW_EMBED_TIME_LIMIT": "12",
     "DOCFLOW_INDEX_SOFT_TIME_LIMIT": "10",
     "DOCFLOW_INDEX_TIME_LIMIT": "12",
+    # Maintenance limits count towards the visibility timeout too (settings).
+    "DOCFLOW_MAINTAIN_SOFT_TIME_LIMIT": "10",
+    "DOCFLOW_MAINTAIN_TIME_LIMIT": "12",
     "DOCFLOW_VISIBILITY_TIMEOUT": "15",
     # Small batches: a long document's embed task lasts long enough to be caught mid-run.
     "DOCFLOW_EMBEDDING_BATCH_SIZE": "4",

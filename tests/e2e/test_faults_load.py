@@ -46,6 +46,9 @@ ENV = {
     "DOCFLOW_EMBED_TIME_LIMIT": "10",
     "DOCFLOW_INDEX_SOFT_TIME_LIMIT": "8",
     "DOCFLOW_INDEX_TIME_LIMIT": "10",
+    # Maintenance limits count towards the visibility timeout too (settings).
+    "DOCFLOW_MAINTAIN_SOFT_TIME_LIMIT": "8",
+    "DOCFLOW_MAINTAIN_TIME_LIMIT": "10",
     "DOCFLOW_VISIBILITY_TIMEOUT": "12",
     "DOCFLOW_RETRY_BACKOFF": "1",
     "DOCFLOW_UPLOAD_RATE_LIMIT_PER_MINUTE": "100000",

@@ -87,6 +87,11 @@ def put_artifacts(storage: LocalStorage, document_id: str, version: int, texts: 
     return msg.model_dump()
 
 
+def vector_query(tenant: str, limit: int) -> dict:
+    """A search task's query message for a vector-only search (the vector is the task's first argument)."""
+    return {"tenant": tenant, "text": "", "mode": "vector", "limit": limit}
+
+
 def load_matrix(storage: LocalStorage, message: dict) -> np.ndarray:
     return np.load(io.BytesIO(storage.get(message["embeddings_key"])))
 
@@ -129,12 +134,12 @@ def test_search_finds_the_indexed_chunks(env, status, storage):
     index_document.apply(args=[message]).get()
     query = load_matrix(storage, message)[1].tolist()
 
-    hits = search.apply(args=[query, TENANT, 2]).get()
+    hits = search.apply(args=[query, vector_query(TENANT, 2)]).get()
 
     assert len(hits) == 2
     assert hits[0] == {"document_id": document_id, "chunk_index": 1, "text": "beta",
-                       "score": pytest.approx(1.0, abs=1e-5), "page": 2}
-    assert search.apply(args=[query, "globex", 2]).get() == []
+                       "score": pytest.approx(1.0, abs=1e-5), "page": 2, "highlights": []}
+    assert search.apply(args=[query, vector_query("globex", 2)]).get() == []
 
 
 def test_reprocessing_replaces_the_old_versions_vectors(env, status, storage, vectors):
@@ -231,11 +236,11 @@ def test_a_permanent_error_keeps_its_code_and_is_not_dead_lettered(env, status, 
 
 def test_a_failed_search_goes_back_to_its_caller_without_a_dead_letter(env, redis_client, monkeypatch):
     class Unreachable:
-        def search(self, *args):
+        def search(self, *args, **kwargs):
             raise TransientError(ErrorCode.VECTOR_STORE_UNAVAILABLE, "down")
 
     monkeypatch.setattr(worker, "_store", Unreachable())
-    result = search.apply(args=[[1.0] * DIMENSION, TENANT, 3])
+    result = search.apply(args=[[1.0] * DIMENSION, vector_query(TENANT, 3)])
 
     assert result.state == "FAILURE"
     assert isinstance(result.result, TransientError)

@@ -76,7 +76,8 @@ def test_a_prefork_worker_indexes_and_searches_through_the_broker(worker_env, in
     producer = create_celery_app("test-producer", settings)
     try:
         indexed = producer.send_task(Task.INDEX.value, args=[msg.model_dump()]).get(timeout=60)
-        hits = producer.send_task(Task.SEARCH.value, args=[matrix[2].tolist(), TENANT, 1]).get(timeout=30)
+        query = {"tenant": TENANT, "text": "", "mode": "vector", "limit": 1}
+        hits = producer.send_task(Task.SEARCH.value, args=[matrix[2].tolist(), query]).get(timeout=30)
     except Exception:
         print((tmp_path / "worker.log").read_text(errors="replace")[-5000:])
         raise

@@ -26,6 +26,10 @@ class Queue(StrEnum):
     INDEX = "docflow.index"
     QUERY_EMBED = "docflow.query.embed"
     QUERY_INDEX = "docflow.query.index"
+    # Index upkeep (compaction, version cleanup, vector/full-text index builds): its own
+    # queue and worker, so a long maintenance run never sits in front of a document or a
+    # search (`celery -A docflow.indexer.worker worker -Q docflow.maintenance.index`).
+    MAINTENANCE = "docflow.maintenance.index"
 
 
 SERVICE_OF_STAGE: dict[Stage, str] = {
@@ -45,9 +49,15 @@ QUERY_QUEUE_OF_STAGE: dict[Stage, Queue] = {
     Stage.EMBED: Queue.QUERY_EMBED,
     Stage.INDEX: Queue.QUERY_INDEX,
 }
+# The stage's queue for background upkeep, where it has any: consumed by a worker of
+# its own, never by the stage's document/query worker (not in `queues_of_stage`).
+MAINTENANCE_QUEUE_OF_STAGE: dict[Stage, Queue] = {
+    Stage.INDEX: Queue.MAINTENANCE,
+}
 STAGE_OF_QUEUE: dict[Queue, Stage] = {
     **{queue: stage for stage, queue in QUEUE_OF_STAGE.items()},
     **{queue: stage for stage, queue in QUERY_QUEUE_OF_STAGE.items()},
+    **{queue: stage for stage, queue in MAINTENANCE_QUEUE_OF_STAGE.items()},
 }
 
 
@@ -70,6 +80,10 @@ class Task(StrEnum):
     EMBED_QUERY = "docflow.embed.query"
     SEARCH = "docflow.index.search"
     DELETE_VECTORS = "docflow.index.delete_document"
+    # A document's metadata changed (PATCH): rewrite it on the document's indexed chunks.
+    UPDATE_METADATA = "docflow.index.update_metadata"
+    # Keep one tenant's index healthy (compact, clean old versions, build indexes).
+    MAINTAIN = "docflow.index.maintain"
 
 
 STAGE_OF_TASK: dict[Task, Stage] = {
@@ -81,6 +95,8 @@ STAGE_OF_TASK: dict[Task, Stage] = {
     Task.EMBED_QUERY: Stage.EMBED,
     Task.SEARCH: Stage.INDEX,
     Task.DELETE_VECTORS: Stage.INDEX,
+    Task.UPDATE_METADATA: Stage.INDEX,
+    Task.MAINTAIN: Stage.INDEX,
 }
 
 # Every task runs on a queue of the stage whose libraries it needs: searches on its
@@ -89,5 +105,6 @@ QUEUE_OF_TASK: dict[Task, Queue] = {
     **{task: QUEUE_OF_STAGE[stage] for task, stage in STAGE_OF_TASK.items()},
     Task.EMBED_QUERY: Queue.QUERY_EMBED,
     Task.SEARCH: Queue.QUERY_INDEX,
+    Task.MAINTAIN: Queue.MAINTENANCE,
 }
 TASK_ROUTES: dict[str, dict[str, str]] = {task.value: {"queue": queue.value} for task, queue in QUEUE_OF_TASK.items()}

@@ -116,6 +116,28 @@ class Settings(BaseSettings):
     # Vectors per write: Pinecone's limit (it also caps a request at 2 MB, which its
     # store enforces); for LanceDB every write is a commit, so fewer, larger is faster.
     upsert_batch_size: int = Field(default=1000, gt=0, le=1000)
+    # Keyword and hybrid search on Pinecone need sparse values beside the dense ones,
+    # which Pinecone accepts only in an index with the dotproduct metric; off, those
+    # modes are refused (400 naming the backend) and only vector search works.
+    pinecone_sparse: bool = False
+    # LanceDB maintenance (Task.MAINTAIN, its own worker on Queue.MAINTENANCE):
+    # table versions older than this are deleted. A reader works on the version it
+    # opened for one operation (a search, a merge, a delete: all far shorter than the
+    # index task's hard limit), so this must outlast the longest of them; it also
+    # bounds how long a deleted document's rows stay on disk (see docs/reliability.md).
+    index_version_retention_seconds: int = Field(default=600, ge=0)
+    # A tenant's maintenance runs once this many index writes (documents indexed,
+    # deleted, re-tagged) accumulated since its last run, and at the latest this long
+    # after the first write of a batch of fewer.
+    index_maintenance_writes: int = Field(default=100, gt=0)
+    index_maintenance_delay_seconds: int = Field(default=300, gt=0)
+    # A tenant's vector (ANN) index is built once its table holds this many chunks;
+    # below it an exact scan is as fast. Then maintenance keeps the index current.
+    vector_index_min_rows: int = Field(default=50_000, gt=0)
+    # IVF partitions a query probes and how many times top_k candidates are re-ranked
+    # with exact distances (measured: docs/benchmarks.md, the indexer's README).
+    vector_index_nprobes: int = Field(default=20, gt=0)
+    vector_index_refine_factor: int = Field(default=10, ge=0)
 
     # --- Task execution -------------------------------------------------------------
     # Soft limits raise inside the task (we record `timeout`); hard limits kill the
@@ -127,6 +149,10 @@ class Settings(BaseSettings):
     embed_time_limit: int = 360
     index_soft_time_limit: int = 120
     index_time_limit: int = 180
+    # Index maintenance (compaction, index builds on up to millions of chunks) runs
+    # in its own worker, so its long limits never hold up documents or searches.
+    maintain_soft_time_limit: int = 1500
+    maintain_time_limit: int = 1800
     visibility_timeout: int = 3600
     max_retries: int = Field(default=3, ge=0)
     # Retry n waits up to retry_backoff * 2**n seconds (at most retry_backoff_max);
@@ -178,7 +204,7 @@ class Settings(BaseSettings):
         )
 
     def model_post_init(self, _context) -> None:
-        longest = max(self.time_limits(stage)[1] for stage in Stage)
+        longest = max(max(self.time_limits(stage)[1] for stage in Stage), self.maintain_time_limit)
         if self.visibility_timeout <= longest:
             raise ValueError(
                 f"DOCFLOW_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed the "

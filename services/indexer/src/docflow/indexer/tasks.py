@@ -1,4 +1,5 @@
-"""The indexer's tasks: index a document's vectors, search a tenant, delete a document's vectors."""
+"""The indexer's tasks: index a document's vectors, search a tenant, delete a document's
+vectors, rewrite a document's metadata, and maintain a tenant's index."""
 
 import io
 import time
@@ -8,12 +9,17 @@ import structlog
 from celery.exceptions import Ignore
 from pydantic import TypeAdapter, ValidationError
 
-from docflow.indexer.stores import SearchHit, VectorRecord
+from docflow.indexer import metrics as index_metrics
+from docflow.indexer.maintenance import MaintenanceSchedule
+from docflow.indexer.stores import NO_ATTRIBUTES, DocumentAttributes, SearchHit, VectorRecord
+from docflow.indexer.stores.base import filterable_metadata
 from docflow.indexer.worker import app, get_store
 from docflow.shared import metrics
 from docflow.shared.errors import ErrorCode, PermanentError
+from docflow.shared.highlights import highlights
 from docflow.shared.messages import Chunk, PipelineMessage
 from docflow.shared.names import Task
+from docflow.shared.search import IndexHit, SearchMode, SearchQuery
 from docflow.shared.stage_task import DocflowTask, StageTask
 from docflow.shared.status import DocumentRecord, DocumentStatus
 from docflow.shared.tracing import ACCEPTED_AT, header
@@ -38,7 +44,8 @@ def load_embeddings(data: bytes) -> np.ndarray:
         raise PermanentError(ErrorCode.INTERNAL_ERROR, f"embeddings artifact is malformed: {exc}") from exc
 
 
-def build_records(msg: PipelineMessage, chunks: list[Chunk], embeddings: np.ndarray) -> list[VectorRecord]:
+def build_records(msg: PipelineMessage, chunks: list[Chunk], embeddings: np.ndarray,
+                  attributes: DocumentAttributes = NO_ATTRIBUTES) -> list[VectorRecord]:
     """One record per chunk; embedding row i belongs to chunk i."""
     if not chunks:
         return []
@@ -48,7 +55,7 @@ def build_records(msg: PipelineMessage, chunks: list[Chunk], embeddings: np.ndar
     if not np.isfinite(embeddings).all():
         # Neither store can rank a NaN; Pinecone rejects the request outright.
         raise PermanentError(ErrorCode.INTERNAL_ERROR, "embeddings contain NaN or infinite values")
-    return [VectorRecord.for_chunk(msg.document_id, msg.version, chunk, row)
+    return [VectorRecord.for_chunk(msg.document_id, msg.version, chunk, row, attributes)
             for chunk, row in zip(chunks, embeddings.astype(np.float32, copy=False))]
 
 
@@ -80,7 +87,10 @@ def index_document(self: StageTask, message: dict) -> dict:
     if msg.chunks_key is None or msg.embeddings_key is None:
         raise PermanentError(ErrorCode.ARTIFACT_MISSING, "message carries no chunks or embeddings key")
     chunks = load_chunks(self.storage.get(msg.chunks_key))
-    records = build_records(msg, chunks, load_embeddings(self.storage.get(msg.embeddings_key)))
+    # The document's attributes go on every chunk, so filters run inside the store.
+    record = self.status.get(msg.document_id)
+    attributes = DocumentAttributes.of(record) if record is not None else NO_ATTRIBUTES
+    records = build_records(msg, chunks, load_embeddings(self.storage.get(msg.embeddings_key)), attributes)
 
     store = get_store()
     total = len(records)
@@ -96,6 +106,12 @@ def index_document(self: StageTask, message: dict) -> dict:
         metrics.VECTORS_UPSERTED.labels(self.settings.vector_store).inc(done - start)
         if done < total:  # the last batch's progress (100) comes with `complete`
             self.report(msg, done, total)
+
+    # The metadata may have been changed (PATCH) while we wrote: the metadata task it
+    # sent may have run before our last batch landed, so look again and rewrite.
+    current = self.status.get(msg.document_id)
+    if current is not None and filterable_metadata(current.metadata) != attributes.metadata:
+        store.update_metadata(msg.tenant, msg.document_id, filterable_metadata(current.metadata))
 
     # Version 1 has no older versions to drop, so it completes at once: `complete`
     # applies only while the version is current and the document not final, and only
@@ -114,6 +130,7 @@ def index_document(self: StageTask, message: dict) -> dict:
         removed = store.delete_version(msg.tenant, msg.document_id, msg.version,
                                        written_ids=[record.id for record in records])
         log.info("run became stale while indexing; removed its vectors", removed=removed)
+    note_index_writes(self, msg.tenant)
     return {"document_id": msg.document_id, "version": msg.version, "vectors": total}
 
 
@@ -135,13 +152,87 @@ def _remove_stale_run(task: StageTask, message: dict) -> None:
 # The caller waits for the answer: a failure goes straight back to it, neither retried
 # nor dead-lettered (a search replayed later answers no one).
 @app.task(base=DocflowTask, name=Task.SEARCH.value, bind=True, autoretry_for=(), dead_letter_on_failure=False)
-def search(self: DocflowTask, vector: list[float], tenant: str, top_k: int) -> list[dict]:
-    """The gateway chains the embedder's query task into this one, so the query vector comes first."""
-    hits: list[SearchHit] = get_store().search(tenant, vector, max(1, int(top_k)))
-    return [hit.as_dict() for hit in hits]
+def search(self: DocflowTask, vector: list[float] | None, query: dict) -> list[dict]:
+    """The gateway chains the embedder's query task into this one for the modes that need a
+    vector (so the vector comes first), and sends it alone with None for keyword search."""
+    request = SearchQuery.model_validate(query)
+    hits: list[SearchHit] = get_store().search(request.tenant, vector, request.limit, mode=request.mode,
+                                               text=request.text, filter=request.filter)
+    matched_terms = request.mode is not SearchMode.VECTOR
+    return [IndexHit(document_id=hit.document_id, chunk_index=hit.chunk_index, text=hit.text, page=hit.page,
+                     score=hit.score, highlights=highlights(request.text, hit.text) if matched_terms else [],
+                     ).model_dump() for hit in hits]
 
 
 @app.task(base=DocflowTask, name=Task.DELETE_VECTORS.value, bind=True)
 def delete_document_vectors(self: DocflowTask, tenant: str, document_id: str) -> int:
     """Every version's vectors of a deleted document; retried on transient errors."""
-    return get_store().delete_document(tenant, document_id)
+    removed = get_store().delete_document(tenant, document_id)
+    note_index_writes(self, tenant)
+    return removed
+
+
+@app.task(base=DocflowTask, name=Task.UPDATE_METADATA.value, bind=True)
+def update_metadata(self: DocflowTask, tenant: str, document_id: str) -> int:
+    """Rewrite the document's metadata on its chunks from the status record (PATCH sends
+    this): the record is read now, so a late or repeated run writes the newest metadata.
+    An index run still writing looks again after its last batch (index_document)."""
+    record = self.status.get(document_id)
+    if record is None or record.tenant != tenant:
+        return 0  # deleted meanwhile: its vectors go with it
+    rewritten = get_store().update_metadata(tenant, document_id, filterable_metadata(record.metadata))
+    note_index_writes(self, tenant)
+    return rewritten
+
+
+# Maintenance is best effort and self-renewing: a failed run is retried, and the next
+# writes schedule another, so it is never dead-lettered.
+@app.task(base=DocflowTask, name=Task.MAINTAIN.value, bind=True, dead_letter_on_failure=False)
+def maintain(self: DocflowTask, tenant: str) -> dict:
+    """Compact the tenant's table, update or build its indexes, clean old versions.
+
+    On its own queue and worker (Queue.MAINTENANCE), one run per tenant at a time.
+    """
+    schedule = MaintenanceSchedule(self.redis, self.settings)
+    run_id = self.request.id or "local"
+    if not schedule.acquire(tenant, run_id):
+        index_metrics.MAINTENANCE_RUNS.labels("busy").inc()
+        log.info("maintenance already running for this tenant", tenant=tenant)
+        return {"tenant": tenant, "outcome": "busy"}
+    started = time.monotonic()
+    outcome = "failed"
+    try:
+        schedule.started(tenant)
+        store = get_store()
+        maintain_table = getattr(store, "maintain", None)
+        health = None if maintain_table is None else maintain_table(
+            tenant, self.settings.index_version_retention_seconds, self.settings.vector_index_min_rows)
+        if health is None:  # Pinecone maintains itself; or the tenant has no table yet
+            outcome = "skipped"
+            return {"tenant": tenant, "outcome": outcome}
+        outcome = "ok"
+        index_metrics.record_health(tenant, health, time.time())
+        log.info("index maintained", tenant=tenant, seconds=round(time.monotonic() - started, 3), **health)
+        return {"tenant": tenant, "outcome": outcome, **health}
+    finally:
+        index_metrics.MAINTENANCE_RUNS.labels(outcome).inc()
+        index_metrics.MAINTENANCE_SECONDS.labels(outcome).observe(time.monotonic() - started)
+        schedule.release(tenant, run_id)
+
+
+def note_index_writes(task: DocflowTask, tenant: str, count: int = 1) -> None:
+    """Count a write towards the tenant's next maintenance run, sending it when due.
+
+    A failure here must not fail the write it follows (that is done): the next write
+    schedules maintenance instead.
+    """
+    if task.settings.vector_store != "lancedb":
+        return  # Pinecone compacts and indexes on its own
+    try:
+        now, later = MaintenanceSchedule(task.redis, task.settings).note_writes(tenant, count)
+        if now:
+            maintain.apply_async(args=[tenant])
+        elif later:
+            maintain.apply_async(args=[tenant], countdown=task.settings.index_maintenance_delay_seconds)
+    except Exception as exc:
+        log.warning("maintenance not scheduled", tenant=tenant, error=str(exc))

@@ -11,7 +11,7 @@ import os
 import structlog
 
 from docflow.indexer.stores import VectorStore, open_vector_store
-from docflow.shared.names import Stage
+from docflow.shared.names import Stage, Task
 from docflow.shared.settings import get_settings
 from docflow.shared.worker import create_worker_app
 
@@ -50,3 +50,8 @@ def open_store() -> None:
 
 
 app = create_worker_app(Stage.INDEX, include=["docflow.indexer.tasks"], on_process_start=open_store)
+# Maintenance runs on its own queue and worker, with limits of its own: compacting or
+# building a vector index over a big table takes minutes, not the index stage's seconds.
+_settings = get_settings()
+app.conf.task_annotations[Task.MAINTAIN.value] = {"soft_time_limit": _settings.maintain_soft_time_limit,
+                                                  "time_limit": _settings.maintain_time_limit}

@@ -5,6 +5,8 @@ Only `base` is imported here: a backend's library (lancedb, pinecone) is importe
 """
 
 from docflow.indexer.stores.base import (
+    NO_ATTRIBUTES,
+    DocumentAttributes,
     SearchHit,
     VectorRecord,
     VectorStore,
@@ -14,7 +16,7 @@ from docflow.indexer.stores.base import (
 )
 from docflow.shared.settings import Settings
 
-__all__ = ["SearchHit", "VectorRecord", "VectorStore", "document_id_prefix", "open_vector_store",
+__all__ = ["NO_ATTRIBUTES", "DocumentAttributes", "SearchHit", "VectorRecord", "VectorStore", "document_id_prefix", "open_vector_store",
            "version_id_prefix", "version_of_id"]
 
 
@@ -29,6 +31,7 @@ def open_vector_store(settings: Settings) -> VectorStore:
         from docflow.indexer.stores.pinecone import PineconeStore
 
         return PineconeStore.from_settings(settings)
-    from docflow.indexer.stores.lancedb import LanceDBStore
+    from docflow.indexer.stores.lancedb import LanceDBStore, VectorSearchOptions
 
-    return LanceDBStore(settings.lancedb_uri)
+    return LanceDBStore(settings.lancedb_uri, VectorSearchOptions(
+        nprobes=settings.vector_index_nprobes, refine_factor=settings.vector_index_refine_factor or None))

@@ -3,15 +3,56 @@
 Vector ids come from `docflow.shared.messages.vector_id` (`{document}#v{version}#{chunk}`):
 deterministic, so a re-run task overwrites its own vectors instead of duplicating them,
 and prefixed by the document id, so one document's vectors can be listed by prefix.
+
+Every chunk also carries its document's attributes (`DocumentAttributes`: the built-in
+filter fields and the filterable part of the upload's metadata), so a search filter
+runs inside the store, before ranking, on both backends.
 """
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from docflow.shared.messages import Chunk, vector_id
+from docflow.shared.search import SearchMode
+from docflow.shared.status import DocumentRecord
+
+MetadataValue = str | int | float | bool | list[str]
+
+
+def is_filterable(value: Any) -> bool:
+    """Top-level scalars and lists of strings are filterable; nested values are not
+    indexed (the gateway answers a hit's metadata from the status record)."""
+    if isinstance(value, bool | str | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def filterable_metadata(metadata: dict[str, Any]) -> dict[str, MetadataValue]:
+    return {key: value for key, value in metadata.items() if isinstance(key, str) and is_filterable(value)}
+
+
+@dataclass(frozen=True)
+class DocumentAttributes:
+    """What a filter can name about a chunk's document, stored with every chunk."""
+
+    filename: str = ""
+    content_type: str = ""
+    created_at: float = 0.0  # epoch seconds, as filters carry it
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: DocumentRecord) -> "DocumentAttributes":
+        return cls(filename=record.filename, content_type=record.content_type,
+                   created_at=record.created_at.timestamp(), metadata=filterable_metadata(record.metadata))
+
+
+NO_ATTRIBUTES = DocumentAttributes()
 
 
 @dataclass(frozen=True)
@@ -25,12 +66,14 @@ class VectorRecord:
     text: str
     page: int | None
     vector: np.ndarray
+    attributes: DocumentAttributes = NO_ATTRIBUTES
 
     @classmethod
-    def for_chunk(cls, document_id: str, version: int, chunk: Chunk, vector: np.ndarray) -> "VectorRecord":
+    def for_chunk(cls, document_id: str, version: int, chunk: Chunk, vector: np.ndarray,
+                  attributes: DocumentAttributes = NO_ATTRIBUTES) -> "VectorRecord":
         return cls(id=vector_id(document_id, version, chunk.index), document_id=document_id,
                    version=version, chunk_index=chunk.index, text=chunk.text, page=chunk.page,
-                   vector=np.asarray(vector, dtype=np.float32))
+                   vector=np.asarray(vector, dtype=np.float32), attributes=attributes)
 
 
 @dataclass(frozen=True)
@@ -38,11 +81,14 @@ class SearchHit:
     document_id: str
     chunk_index: int
     text: str
-    score: float  # cosine similarity: higher is better
+    score: float  # higher is better: cosine similarity, BM25 or fused (see the mode)
     page: int | None
+    id: str = ""  # the vector id: what fusion matches the two lists' hits by
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        hit = asdict(self)
+        del hit["id"]
+        return hit
 
 
 class VectorStore(Protocol):
@@ -68,7 +114,17 @@ class VectorStore(Protocol):
         writes (Pinecone) deletes them too, even if it cannot list them yet.
         """
 
-    def search(self, tenant: str, vector: Sequence[float], top_k: int) -> list[SearchHit]: ...
+    def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
+               mode: SearchMode = SearchMode.VECTOR, text: str = "",
+               filter: dict[str, Any] | None = None) -> list[SearchHit]:
+        """The best `top_k` chunks for the mode (`vector` for vector and hybrid, `text` for
+        keyword and hybrid), among those `filter` (normalised by search_filter) admits.
+
+        Raises UnsupportedSearchMode when this store is not set up for the mode.
+        """
+
+    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue]) -> int:
+        """Rewrite the document's filterable metadata on all its chunks; how many were rewritten."""
 
     def count(self, tenant: str, document_id: str) -> int:
         """How many vectors the document has, all versions together."""

@@ -20,14 +20,23 @@ and warns a deadlock remains possible, so we do not rely on it (see worker.py).
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import lancedb
 import numpy as np
+import structlog
 import pyarrow as pa
+from lancedb.index import FTS
 
-from docflow.indexer.stores.base import SearchHit, VectorRecord
+from docflow.indexer.fusion import FUSION_CANDIDATES, reciprocal_rank_fusion
+from docflow.indexer.stores.base import MetadataValue, SearchHit, VectorRecord
+from docflow.indexer.stores.filters import lancedb_where, metadata_numbers, metadata_terms, sql_string
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
+from docflow.shared.highlights import MAX_TOKEN_CHARS, STOP_WORDS
+from docflow.shared.search import SearchMode
 from docflow.shared.settings import TENANT_PATTERN
+
+log = structlog.get_logger(__name__)
 
 # lancedb reports most failures as RuntimeError/ValueError carrying the Rust error's
 # text; an unreachable or broken object store shows up as one of these markers.
@@ -37,6 +46,13 @@ _MISSING_TABLE_MARKERS = ("was not found", "Table not found")
 # Table handles a process keeps: a handle holds its table's manifest, so a worker
 # serving many tenants keeps the busiest few, not one per tenant it ever saw.
 MAX_OPEN_TABLES = 64
+# The native (Lance) BM25 index, tokenising exactly as docflow.shared.highlights does:
+# highlights and Pinecone's sparse vectors then match what this index matches.
+FTS_OPTIONS = FTS(with_position=False, base_tokenizer="simple", language="English",
+                  max_token_length=MAX_TOKEN_CHARS, lower_case=True, stem=True, remove_stop_words=True,
+                  custom_stop_words=sorted(STOP_WORDS), ascii_folding=True)
+FTS_INDEX_NAME = "text_idx"
+_HIT_COLUMNS = ["id", "document_id", "chunk_index", "text", "page"]
 
 
 def _is_missing_table(exc: Exception) -> bool:
@@ -59,11 +75,6 @@ def _io_errors_are_transient(what: str) -> Iterator[None]:
         raise
 
 
-def sql_string(value: str) -> str:
-    """A SQL string literal: single quotes doubled, so a value can never end the literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def table_name(tenant: str) -> str:
     if not TENANT_PATTERN.match(tenant):
         raise ValueError(f"not a valid tenant name: {tenant!r}")
@@ -79,18 +90,32 @@ def table_schema(dimension: int) -> pa.Schema:
         pa.field("text", pa.string()),
         pa.field("page", pa.int64()),
         pa.field("vector", pa.list_(pa.float32(), dimension)),
+        # The document's attributes, on every chunk so filters run inside the store
+        # (stores/filters.py says how metadata is laid out and queried).
+        pa.field("filename", pa.string(), nullable=False),
+        pa.field("content_type", pa.string(), nullable=False),
+        pa.field("created_at", pa.float64(), nullable=False),
+        pa.field("meta_terms", pa.list_(pa.string()), nullable=False),
+        pa.field("meta_numbers", pa.json_(pa.string()), nullable=False),
     ])
 
 
+def _metadata_columns(metadatas: Sequence[dict[str, MetadataValue]]) -> dict[str, pa.Array]:
+    return {"meta_terms": pa.array([metadata_terms(m) for m in metadatas], pa.list_(pa.string())),
+            "meta_numbers": pa.array([metadata_numbers(m) for m in metadatas], pa.json_(pa.string()))}
+
+
 class LanceDBStore:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, vector_search_options: "VectorSearchOptions | None" = None) -> None:
         self.uri = uri
+        self.vector_search_options = vector_search_options or VectorSearchOptions()
         with _io_errors_are_transient("connect"):
             self.db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
         # tenant -> (table handle, vector dimension), the most recently opened last. A
         # table's dimension is fixed when it is created, and tables are never dropped,
         # only rows deleted.
         self._tables: dict[str, tuple[object, int]] = {}
+        self._fts_ready: set[str] = set()  # tenants whose table has its full-text index
 
     def _open(self, tenant: str):
         """The tenant's table, or None if the tenant has never indexed anything."""
@@ -119,6 +144,7 @@ class LanceDBStore:
                 yield
         except Exception:
             self._tables.pop(tenant, None)
+            self._fts_ready.discard(tenant)
             raise
 
     def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False) -> int:
@@ -135,6 +161,10 @@ class LanceDBStore:
             "page": [r.page for r in records],
             "vector": pa.FixedSizeListArray.from_arrays(
                 pa.array(np.stack([r.vector for r in records]).astype(np.float32).ravel()), dimension),
+            "filename": [r.attributes.filename for r in records],
+            "content_type": [r.attributes.content_type for r in records],
+            "created_at": [r.attributes.created_at for r in records],
+            **_metadata_columns([r.attributes.metadata for r in records]),
         }, schema=schema)
         with self._using(tenant, f"upsert into {tenant!r}"):
             table, expected = self._open_with_dimension(tenant)
@@ -151,6 +181,7 @@ class LanceDBStore:
                 # Keyed on the deterministic id: a re-run overwrites instead of duplicating.
                 (table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
                  .execute(data))
+            self._ensure_fts_index(tenant, table, required=False)
         return len(records)
 
     def _delete(self, tenant: str, where: str) -> int:
@@ -171,19 +202,124 @@ class LanceDBStore:
         # LanceDB reads its own writes: the filter finds every id just written.
         return self._delete(tenant, f"document_id = {sql_string(document_id)} AND version = {int(version)}")
 
-    def search(self, tenant: str, vector: Sequence[float], top_k: int) -> list[SearchHit]:
+    def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
+               mode: SearchMode = SearchMode.VECTOR, text: str = "",
+               filter: dict[str, Any] | None = None) -> list[SearchHit]:
+        where = lancedb_where(filter)
         with self._using(tenant, f"search in {tenant!r}"):
             table, expected = self._open_with_dimension(tenant)
             if table is None:
                 return []
-            query = np.asarray(vector, dtype=np.float32)
-            _check_dimension(table, expected, len(query))
-            rows = (table.search(query, vector_column_name="vector").distance_type("cosine")
-                    .select(["document_id", "chunk_index", "text", "page", "_distance"])
-                    .limit(top_k).to_list())
+            if mode is SearchMode.VECTOR:
+                return self._vector_hits(table, expected, vector, top_k, where)
+            if mode is SearchMode.KEYWORD:
+                return self._keyword_hits(tenant, table, text, top_k, where)
+            # Hybrid: both lists, fused by rank (fusion.py, the same for both backends).
+            candidates = max(top_k, FUSION_CANDIDATES)
+            return reciprocal_rank_fusion([self._vector_hits(table, expected, vector, candidates, where),
+                                           self._keyword_hits(tenant, table, text, candidates, where)],
+                                          top_k)
+
+    def _vector_hits(self, table, expected: int, vector: Sequence[float] | None, limit: int,
+                     where: str | None) -> list[SearchHit]:
+        if vector is None:
+            raise ValueError("a vector search needs the query's vector")
+        query = np.asarray(vector, dtype=np.float32)
+        _check_dimension(table, expected, len(query))
+        builder = table.search(query, vector_column_name="vector").distance_type("cosine")
+        builder = self.vector_search_options.apply(builder)
+        if where:
+            builder = builder.where(where, prefilter=True)
+        rows = builder.select([*_HIT_COLUMNS, "_distance"]).limit(limit).to_list()
         # LanceDB's cosine distance is 1 - cosine similarity.
-        return [SearchHit(document_id=row["document_id"], chunk_index=row["chunk_index"], text=row["text"],
-                          score=1.0 - float(row["_distance"]), page=row["page"]) for row in rows]
+        return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
+
+    def _ensure_fts_index(self, tenant: str, table, required: bool = True) -> None:
+        """The BM25 index on `text`, created with the table's first rows.
+
+        Creating it where one exists would rebuild it from scratch, so this checks
+        first (once per handle); maintenance keeps it current (`optimize` adds new
+        rows). Two processes may race to create it: the loser's conflict is harmless.
+        At upsert a failure is only logged (the chunks are written; a search creates
+        the index), at search it is an error.
+        """
+        if tenant in self._fts_ready:
+            return
+        if not has_fts_index(table):
+            try:
+                table.create_index("text", config=FTS_OPTIONS, name=FTS_INDEX_NAME, replace=False)
+            except Exception as exc:
+                if not has_fts_index(table):
+                    if required:
+                        raise
+                    log.warning("full-text index not created; the next search creates it",
+                                tenant=tenant, error=str(exc))
+                    return
+        self._fts_ready.add(tenant)
+
+    def _keyword_hits(self, tenant: str, table, text: str, limit: int, where: str | None) -> list[SearchHit]:
+        if not text.strip():
+            return []
+        self._ensure_fts_index(tenant, table)
+        # A plain string is a match query over its terms (no query syntax is parsed);
+        # rows added since the index was built are searched too, unindexed.
+        builder = table.search(text, query_type="fts", fts_columns="text")
+        if where:
+            builder = builder.where(where, prefilter=True)
+        rows = builder.select([*_HIT_COLUMNS, "_score"]).limit(limit).to_list()
+        return [_hit(row, float(row["_score"])) for row in rows]
+
+    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue]) -> int:
+        columns = _metadata_columns([metadata])
+        with self._using(tenant, f"update metadata in {tenant!r}"):
+            table = self._open(tenant)
+            if table is None:
+                return 0
+            # One commit for the whole document; values go in as typed data, never as SQL.
+            result = table.update(where=f"document_id = {sql_string(document_id)}",
+                                  values={"meta_terms": columns["meta_terms"][0].as_py(),
+                                          "meta_numbers": columns["meta_numbers"][0].as_py()})
+            return result.rows_updated
+
+    def maintain(self, tenant: str, retention_seconds: int, vector_index_min_rows: int,
+                 vector_index: "VectorIndexConfig | None" = None) -> dict[str, Any] | None:
+        """Compact, bring every index up to date, build the vector index once the table is
+        big enough, and delete versions older than the retention; then the table's health.
+
+        Every step is one or a few atomic Lance commits: a run killed between them
+        leaves a readable table (at worst files no version refers to, which a later
+        cleanup removes), and the next run simply does what is left.
+        """
+        with self._using(tenant, f"maintain {tenant!r}"):
+            table = self._open(tenant)
+            if table is None:
+                return None
+            self._ensure_fts_index(tenant, table)
+            # Compaction, incremental index updates (new rows into the FTS and vector
+            # indexes) and old-version cleanup in one call. Files of failed writes
+            # newer than Lance's 7-day guard stay (delete_unverified=False): a running
+            # writer's files look just like them.
+            table.optimize(cleanup_older_than=timedelta(seconds=retention_seconds))
+            rows = table.count_rows()
+            built = False
+            if rows >= vector_index_min_rows and not has_vector_index(table):
+                (vector_index or VectorIndexConfig()).create(table, rows)
+                built = True
+            return {**self.health(tenant, table), "vector_index_built": built}
+
+    def health(self, tenant: str, table=None) -> dict[str, int]:
+        """Rows, fragments, versions and rows not yet in the vector index (all, without one)."""
+        table = table if table is not None else self._open(tenant)
+        if table is None:
+            return {"rows": 0, "fragments": 0, "versions": 0, "unindexed_rows": 0}
+        stats = table.stats()
+        rows = stats.num_rows
+        unindexed = rows
+        for index in table.list_indices():
+            if index.name == VECTOR_INDEX_NAME:
+                unindexed = table.index_stats(index.name).num_unindexed_rows
+        return {"rows": rows, "fragments": stats.fragment_stats.num_fragments,
+                "versions": len(table.list_versions()), "unindexed_rows": unindexed}
 
     def count(self, tenant: str, document_id: str) -> int:
         with self._using(tenant, f"count in {tenant!r}"):
@@ -193,6 +329,58 @@ class LanceDBStore:
     def ping(self) -> None:
         with _io_errors_are_transient("list tables"):
             self.db.list_tables()
+
+
+class VectorSearchOptions:
+    """How a vector query reads the ANN index once maintenance built one (see maintenance.py)."""
+
+    def __init__(self, nprobes: int | None = None, refine_factor: int | None = None,
+                 ef: int | None = None) -> None:
+        self.nprobes, self.refine_factor, self.ef = nprobes, refine_factor, ef
+
+    def apply(self, builder):
+        if self.nprobes:
+            builder = builder.nprobes(self.nprobes)
+        if self.refine_factor:
+            builder = builder.refine_factor(self.refine_factor)
+        if self.ef:
+            builder = builder.ef(self.ef)
+        return builder
+
+
+def _hit(row: dict, score: float) -> SearchHit:
+    return SearchHit(document_id=row["document_id"], chunk_index=row["chunk_index"], text=row["text"],
+                     score=score, page=row["page"], id=row["id"])
+
+
+VECTOR_INDEX_NAME = "vector_idx"
+
+
+class VectorIndexConfig:
+    """The ANN index maintenance builds (measured choice: the indexer's README)."""
+
+    def __init__(self, index_type: str = "IVF_PQ", sub_vector_dims: int = 8) -> None:
+        self.index_type = index_type
+        self.sub_vector_dims = sub_vector_dims
+
+    def create(self, table, rows: int) -> None:
+        dimension = table.schema.field("vector").type.list_size
+        options: dict[str, Any] = {}
+        if self.index_type == "IVF_PQ":
+            # About sqrt(rows) partitions (Lance's own rule of thumb), sub-vectors of 8
+            # dimensions (48 for 384-d); refine_factor at query time recovers recall.
+            options["num_partitions"] = max(1, int(rows ** 0.5))
+            options["num_sub_vectors"] = max(1, dimension // self.sub_vector_dims)
+        table.create_index(metric="cosine", vector_column_name="vector", index_type=self.index_type,
+                           name=VECTOR_INDEX_NAME, replace=True, **options)
+
+
+def has_vector_index(table) -> bool:
+    return any(index.name == VECTOR_INDEX_NAME for index in table.list_indices())
+
+
+def has_fts_index(table) -> bool:
+    return any(index.name == FTS_INDEX_NAME for index in table.list_indices())
 
 
 def _check_dimension(table, expected: int, dimension: int) -> None:

@@ -22,14 +22,20 @@ from pinecone import (
     PineconeTimeoutError,
 )
 
+from docflow.indexer.fusion import FUSION_CANDIDATES, reciprocal_rank_fusion
+from docflow.indexer.stores import sparse
 from docflow.indexer.stores.base import (
+    NO_ATTRIBUTES,
+    MetadataValue,
     SearchHit,
     VectorRecord,
     document_id_prefix,
     version_id_prefix,
     version_of_id,
 )
+from docflow.indexer.stores.filters import PINECONE_METADATA_PREFIX, pinecone_field, pinecone_filter
 from docflow.shared.errors import ErrorCode, TransientError
+from docflow.shared.search import SearchMode, UnsupportedSearchMode
 from docflow.shared.settings import Settings
 
 MAX_VECTORS_PER_UPSERT = 1000
@@ -37,6 +43,8 @@ MAX_VECTORS_PER_UPSERT = 1000
 MAX_UPSERT_REQUEST_BYTES = 2_000_000
 MAX_METADATA_BYTES = 40_000
 MAX_IDS_PER_DELETE = 1000
+# Ids per fetch: they travel in the URL's query string.
+MAX_IDS_PER_FETCH = 100
 LIST_PAGE_SIZE = 100  # the largest page `list` accepts
 # Room for the request's JSON wrapper: {"vectors":[...],"namespace":"..."}
 _ENVELOPE_BYTES = 64
@@ -60,10 +68,19 @@ def metadata_size(metadata: dict[str, Any]) -> int:
     return len(json.dumps(metadata).encode())
 
 
+def user_metadata(metadata: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+    """The upload's filterable metadata under its own names (`m:` + key, see filters.py)."""
+    return {pinecone_field(key): value for key, value in metadata.items()}
+
+
 def fit_metadata(record: VectorRecord) -> dict[str, Any]:
     """The record's metadata, its text cut (at a UTF-8 character boundary) to fit 40 KB."""
     metadata: dict[str, Any] = {"document_id": record.document_id, "version": record.version,
                                 "chunk_index": record.chunk_index}
+    attributes = record.attributes
+    if attributes is not NO_ATTRIBUTES:  # the document's, for filters
+        metadata.update(filename=attributes.filename, content_type=attributes.content_type,
+                        created_at=attributes.created_at, **user_metadata(attributes.metadata))
     if record.page is not None:  # Pinecone metadata has no null
         metadata["page"] = record.page
     text = record.text.encode()
@@ -86,8 +103,11 @@ def fit_metadata(record: VectorRecord) -> dict[str, Any]:
     return with_text(fits)
 
 
-def to_pinecone_vector(record: VectorRecord) -> dict[str, Any]:
-    return {"id": record.id, "values": record.vector.tolist(), "metadata": fit_metadata(record)}
+def to_pinecone_vector(record: VectorRecord, with_sparse: bool = False) -> dict[str, Any]:
+    vector = {"id": record.id, "values": record.vector.tolist(), "metadata": fit_metadata(record)}
+    if with_sparse and (keywords := sparse.document_vector(record.text)) is not None:
+        vector["sparse_values"] = keywords
+    return vector
 
 
 def upsert_batches(vectors: Sequence[dict[str, Any]], namespace: str, max_vectors: int,
@@ -131,9 +151,12 @@ def _unreachable_is_transient(what: str) -> Iterator[None]:
 
 
 class PineconeStore:
-    def __init__(self, index, upsert_batch_size: int = MAX_VECTORS_PER_UPSERT) -> None:
+    def __init__(self, index, upsert_batch_size: int = MAX_VECTORS_PER_UPSERT, sparse: bool = False) -> None:
         self.index = index
         self.upsert_batch_size = min(upsert_batch_size, MAX_VECTORS_PER_UPSERT)
+        # Keyword and hybrid search need sparse values beside the dense ones, which a
+        # Pinecone index takes only with the dotproduct metric (DOCFLOW_PINECONE_SPARSE).
+        self.sparse = sparse
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PineconeStore":
@@ -141,11 +164,11 @@ class PineconeStore:
         with _unreachable_is_transient("open index"):
             # With a host no request is made; a name costs one describe call.
             index = client.index(name=settings.pinecone_index_name, host=settings.pinecone_index_host or "")
-        return cls(index, settings.upsert_batch_size)
+        return cls(index, settings.upsert_batch_size, sparse=settings.pinecone_sparse)
 
     def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False) -> int:
         # Pinecone's upsert overwrites by id whether or not the ids exist: `fresh` changes nothing.
-        vectors = [to_pinecone_vector(record) for record in records]
+        vectors = [to_pinecone_vector(record, with_sparse=self.sparse) for record in records]
         for batch in upsert_batches(vectors, tenant, self.upsert_batch_size):
             with _unreachable_is_transient(f"upsert into {tenant!r}"):
                 self.index.upsert(vectors=batch, namespace=tenant)
@@ -177,10 +200,31 @@ class PineconeStore:
         listed = self._ids(tenant, version_id_prefix(document_id, version))
         return self._delete_ids(tenant, sorted(set(listed) | set(written_ids)))
 
-    def search(self, tenant: str, vector: Sequence[float], top_k: int) -> list[SearchHit]:
+    def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
+               mode: SearchMode = SearchMode.VECTOR, text: str = "",
+               filter: dict[str, Any] | None = None) -> list[SearchHit]:
+        if mode is not SearchMode.VECTOR and not self.sparse:
+            raise UnsupportedSearchMode(
+                f"the pinecone vector store has no keyword index, so it cannot serve {mode.value!r} "
+                "search: it needs an index with the dotproduct metric and DOCFLOW_PINECONE_SPARSE=true")
+        where = pinecone_filter(filter)
+        if mode is SearchMode.VECTOR:
+            return self._query(tenant, top_k, where, vector=_dense(vector))
+        keywords = sparse.query_vector(text)
+        if mode is SearchMode.KEYWORD:
+            return [] if keywords is None else self._query(tenant, top_k, where, sparse_vector=keywords)
+        # Hybrid: the dense and the sparse list, fused by rank (fusion.py) rather than
+        # by one weighted dotproduct query, so it ranks as LanceDB's hybrid does.
+        candidates = max(top_k, FUSION_CANDIDATES)
+        lists = [self._query(tenant, candidates, where, vector=_dense(vector))]
+        if keywords is not None:
+            lists.append(self._query(tenant, candidates, where, sparse_vector=keywords))
+        return reciprocal_rank_fusion(lists, top_k)
+
+    def _query(self, tenant: str, top_k: int, where: dict[str, Any] | None, **query: Any) -> list[SearchHit]:
         with _unreachable_is_transient(f"query {tenant!r}"):
-            response = self.index.query(vector=[float(x) for x in vector], top_k=top_k, namespace=tenant,
-                                        include_metadata=True)
+            response = self.index.query(top_k=top_k, namespace=tenant, include_metadata=True, filter=where,
+                                        **query)
         hits = []
         for match in response.matches:
             metadata = match.metadata or {}
@@ -189,8 +233,40 @@ class PineconeStore:
             hits.append(SearchHit(document_id=str(metadata.get("document_id", "")),
                                   chunk_index=int(metadata.get("chunk_index", 0)),
                                   text=str(metadata.get("text", "")), score=float(match.score),
-                                  page=None if page is None else int(page)))
+                                  page=None if page is None else int(page), id=match.id))
         return hits
+
+    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue]) -> int:
+        """Set the new metadata on each of the document's vectors, by id.
+
+        `update(set_metadata=)` merges keys and cannot remove one, so a vector that still
+        carries a key the document no longer has is re-upserted whole instead (its own
+        values, fetched: nothing is embedded again).
+        """
+        wanted = user_metadata(metadata)
+        ids = self._ids(tenant, document_id_prefix(document_id))
+        rewrite: list[dict[str, Any]] = []
+        for start in range(0, len(ids), MAX_IDS_PER_FETCH):
+            with _unreachable_is_transient(f"fetch from {tenant!r}"):
+                fetched = self.index.fetch(ids=ids[start:start + MAX_IDS_PER_FETCH], namespace=tenant)
+            for id_, stored in fetched.vectors.items():
+                current = dict(stored.metadata or {})
+                stale = [key for key in current if key.startswith(PINECONE_METADATA_PREFIX) and key not in wanted]
+                if not stale:
+                    with _unreachable_is_transient(f"update in {tenant!r}"):
+                        self.index.update(id=id_, set_metadata=wanted, namespace=tenant)
+                    continue
+                for key in stale:
+                    del current[key]
+                vector: dict[str, Any] = {"id": id_, "values": list(stored.values), "metadata": {**current, **wanted}}
+                if stored.sparse_values is not None and stored.sparse_values.indices:
+                    vector["sparse_values"] = {"indices": list(stored.sparse_values.indices),
+                                               "values": list(stored.sparse_values.values)}
+                rewrite.append(vector)
+        for batch in upsert_batches(rewrite, tenant, self.upsert_batch_size):
+            with _unreachable_is_transient(f"upsert into {tenant!r}"):
+                self.index.upsert(vectors=batch, namespace=tenant)
+        return len(ids)
 
     def count(self, tenant: str, document_id: str) -> int:
         return len(self._ids(tenant, document_id_prefix(document_id)))
@@ -198,3 +274,9 @@ class PineconeStore:
     def ping(self) -> None:
         with _unreachable_is_transient("describe index stats"):
             self.index.describe_index_stats()
+
+
+def _dense(vector: Sequence[float] | None) -> list[float]:
+    if vector is None:
+        raise ValueError("a vector search needs the query's vector")
+    return [float(x) for x in vector]

@@ -1,0 +1,95 @@
+"""Keeping a tenant's index healthy: when maintenance runs, and one run at a time.
+
+Every index write (a document indexed, deleted or re-tagged) is a LanceDB commit:
+a new fragment and a new table version. Left alone, searches slow down with every
+fragment and old versions pile up (keeping deleted rows on disk). `Task.MAINTAIN`
+(a worker of its own on `Queue.MAINTENANCE`, so its long runs never hold up a
+document or a search) compacts, updates the indexes, builds the vector index once a
+table is big enough, and removes old versions (`LanceDBStore.maintain`).
+
+When: after index writes, `note_writes` counts them per tenant in Redis. Once
+`DOCFLOW_INDEX_MAINTENANCE_WRITES` accumulated, a run is sent at once; otherwise the
+first write of a quiet spell schedules one `DOCFLOW_INDEX_MAINTENANCE_DELAY_SECONDS`
+later. Both are debounced with SET NX EX, so a burst of writes sends one or two
+runs, not one per write. A run resets the count when it starts.
+
+One run per tenant: a Redis lock (SET NX EX) whose TTL outlasts the task's hard
+limit, so a run killed without releasing it cannot block its tenant for longer than
+that. The lock holds the run's task id: the redelivery of a run killed midway
+(acks_late) carries the same id and takes the lock over at once.
+"""
+
+from dataclasses import dataclass
+
+import redis
+
+from docflow.shared.settings import Settings
+
+# Compare-and-delete: only the holder releases the lock.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Take the lock if free, or if this same run (a redelivery) holds it.
+_ACQUIRE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class MaintenancePolicy:
+    """What a run does, from settings."""
+
+    version_retention_seconds: int
+    vector_index_min_rows: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "MaintenancePolicy":
+        return cls(version_retention_seconds=settings.index_version_retention_seconds,
+                   vector_index_min_rows=settings.vector_index_min_rows)
+
+
+class MaintenanceSchedule:
+    """The Redis side of maintenance: write counts, debounced triggers, the per-tenant lock."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.prefix = f"{settings.redis_key_prefix}index-maintenance:"
+        self.writes_threshold = settings.index_maintenance_writes
+        self.delay_seconds = settings.index_maintenance_delay_seconds
+        # Above the hard limit: a killed run's lock expires on its own.
+        self.lock_seconds = settings.maintain_time_limit + 60
+
+    def _key(self, kind: str, tenant: str) -> str:
+        return f"{self.prefix}{kind}:{tenant}"
+
+    def note_writes(self, tenant: str, count: int = 1) -> tuple[bool, bool]:
+        """Count writes; returns (run now, run later): which runs the caller must send."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incrby(self._key("writes", tenant), count)
+        pipe.set(self._key("due", tenant), 1, nx=True, ex=self.delay_seconds)
+        writes, later = pipe.execute()
+        now = False
+        if writes >= self.writes_threshold:
+            # Debounced for the delay too: one immediate run per spell of heavy writing.
+            now = bool(self.redis.set(self._key("now", tenant), 1, nx=True, ex=self.delay_seconds))
+        return now, bool(later)
+
+    def started(self, tenant: str) -> None:
+        """A run begins: writes from now on count towards the next one."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self._key("writes", tenant))
+        pipe.delete(self._key("now", tenant))
+        pipe.execute()
+
+    def acquire(self, tenant: str, run_id: str) -> bool:
+        return bool(self.redis.eval(_ACQUIRE_LUA, 1, self._key("lock", tenant), run_id, self.lock_seconds))
+
+    def release(self, tenant: str, run_id: str) -> None:
+        self.redis.eval(_RELEASE_LUA, 1, self._key("lock", tenant), run_id)
+
+    def pending_writes(self, tenant: str) -> int:
+        return int(self.redis.get(self._key("writes", tenant)) or 0)
