@@ -262,3 +262,44 @@ def test_update_metadata_changes_what_filters_see(store):
     assert (hit.document_id, hit.chunk_index, hit.text) == ("d5", 1, CORPUS["d5"][4][1])
     assert math.isclose(hit.score, 1.0, abs_tol=1e-4)
     assert found(store, parse_filter({"filename": "alpha.txt"})) == {("d1", 0), ("d1", 1)}
+
+
+@pytest.fixture
+def search_task(tmp_path, redis_server, monkeypatch):
+    """The indexer's search task over a LanceDB folder the test fills (real Redis for the
+    task's resources, as in test_tasks.py)."""
+    from docflow.indexer import tasks, worker
+    from docflow.shared.settings import get_settings
+
+    monkeypatch.setenv("DOCFLOW_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("DOCFLOW_VECTOR_STORE", "lancedb")
+    monkeypatch.setenv("DOCFLOW_LANCEDB_URI", str(tmp_path / "lancedb"))
+
+    def forget():
+        get_settings.cache_clear()
+        worker.reset_store()
+        tasks.search.reset_resources()
+
+    forget()
+    filler = LanceDBStore(str(tmp_path / "lancedb"))
+    for document_id in CORPUS:
+        filler.upsert(TENANT, records_of(document_id), fresh=True)
+    yield tasks.search
+    forget()
+
+
+def test_keyword_and_hybrid_hits_carry_the_spans_of_the_matched_words(search_task):
+    text = "Salmon MIGRATING upstream"
+    query = {"tenant": TENANT, "text": text, "limit": 3}
+    keyword = search_task.apply(args=[None, {**query, "mode": "keyword"}]).get()
+    chunk = CORPUS["d1"][4][1]  # "Salmon migrate upstream every autumn"
+    assert keyword[0]["text"] == chunk
+    spans = [tuple(span) for span in keyword[0]["highlights"]]
+    # Stemmed matching: "MIGRATING" highlights "migrate".
+    assert [chunk[start:end] for start, end in spans] == ["Salmon", "migrate", "upstream"]
+
+    hybrid = search_task.apply(args=[embed(text).tolist(), {**query, "mode": "hybrid"}]).get()
+    assert [tuple(span) for span in hybrid[0]["highlights"]] == spans
+    # A vector-only search matched no words, so it highlights none.
+    vector = search_task.apply(args=[embed(text).tolist(), {**query, "mode": "vector"}]).get()
+    assert vector[0]["text"] == chunk and vector[0]["highlights"] == []
