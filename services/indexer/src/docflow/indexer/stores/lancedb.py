@@ -26,7 +26,7 @@ import lancedb
 import numpy as np
 import structlog
 import pyarrow as pa
-from lancedb.index import FTS
+from lancedb.index import FTS, IvfPq
 
 from docflow.indexer.fusion import FUSION_CANDIDATES, reciprocal_rank_fusion
 from docflow.indexer.stores.base import MetadataValue, SearchHit, VectorRecord
@@ -226,11 +226,19 @@ class LanceDBStore:
             raise ValueError("a vector search needs the query's vector")
         query = np.asarray(vector, dtype=np.float32)
         _check_dimension(table, expected, len(query))
-        builder = table.search(query, vector_column_name="vector").distance_type("cosine")
-        builder = self.vector_search_options.apply(builder)
-        if where:
-            builder = builder.where(where, prefilter=True)
-        rows = builder.select([*_HIT_COLUMNS, "_distance"]).limit(limit).to_list()
+        def run(exact: bool) -> list[dict]:
+            builder = table.search(query, vector_column_name="vector").distance_type("cosine")
+            builder = builder.bypass_vector_index() if exact else self.vector_search_options.apply(builder)
+            if where:
+                builder = builder.where(where, prefilter=True)
+            return builder.select([*_HIT_COLUMNS, "_distance"]).limit(limit).to_list()
+
+        rows = run(exact=False)
+        if where and len(rows) < limit and has_vector_index(table):
+            # The ANN index only looks in the partitions it probes: a filter admitting few
+            # rows elsewhere would come back short or empty. Short means few rows pass the
+            # filter (or the probe missed them), so an exact scan of those rows is cheap.
+            rows = run(exact=True)
         # LanceDB's cosine distance is 1 - cosine similarity.
         return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
 
@@ -312,13 +320,13 @@ class LanceDBStore:
         table = table if table is not None else self._open(tenant)
         if table is None:
             return {"rows": 0, "fragments": 0, "versions": 0, "unindexed_rows": 0}
-        stats = table.stats()
-        rows = stats.num_rows
+        stats = table.stats()  # a dict in lancedb 0.40
+        rows = stats["num_rows"]
         unindexed = rows
         for index in table.list_indices():
             if index.name == VECTOR_INDEX_NAME:
                 unindexed = table.index_stats(index.name).num_unindexed_rows
-        return {"rows": rows, "fragments": stats.fragment_stats.num_fragments,
+        return {"rows": rows, "fragments": stats["fragment_stats"]["num_fragments"],
                 "versions": len(table.list_versions()), "unindexed_rows": unindexed}
 
     def count(self, tenant: str, document_id: str) -> int:
@@ -365,14 +373,15 @@ class VectorIndexConfig:
 
     def create(self, table, rows: int) -> None:
         dimension = table.schema.field("vector").type.list_size
-        options: dict[str, Any] = {}
         if self.index_type == "IVF_PQ":
             # About sqrt(rows) partitions (Lance's own rule of thumb), sub-vectors of 8
             # dimensions (48 for 384-d); refine_factor at query time recovers recall.
-            options["num_partitions"] = max(1, int(rows ** 0.5))
-            options["num_sub_vectors"] = max(1, dimension // self.sub_vector_dims)
+            config = IvfPq(distance_type="cosine", num_partitions=max(1, int(rows ** 0.5)),
+                           num_sub_vectors=max(1, dimension // self.sub_vector_dims))
+            table.create_index("vector", config=config, name=VECTOR_INDEX_NAME, replace=True)
+            return
         table.create_index(metric="cosine", vector_column_name="vector", index_type=self.index_type,
-                           name=VECTOR_INDEX_NAME, replace=True, **options)
+                           name=VECTOR_INDEX_NAME, replace=True)
 
 
 def has_vector_index(table) -> bool:
