@@ -106,3 +106,48 @@ def test_loading_the_worker_app_does_not_import_lancedb():
     check = ("import sys, docflow.indexer.worker, docflow.indexer.tasks; "
              "sys.exit('lancedb' in sys.modules or 'pyarrow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", check], timeout=60).returncode == 0
+
+
+def test_the_worker_log_holds_no_task_return_values(worker_env, indexer_worker, redis_client, tmp_path):
+    """Celery's "succeeded" line used to end with the return value: a search's chunk texts.
+    A real prefork worker indexes and answers a search; its log names the tasks, their ids
+    and run times, and holds no chunk text."""
+    settings = Settings(redis_url=worker_env["DOCFLOW_REDIS_URL"])
+    status = StatusStore(redis_client)
+    storage = LocalStorage(tmp_path / "storage")
+    document_id = uuid.uuid4().hex
+    now = utcnow()
+    status.create(DocumentRecord(document_id=document_id, tenant=TENANT, filename="a.txt",
+                                 content_type="text/plain", size_bytes=3, original_key="k",
+                                 created_at=now, updated_at=now))
+    msg = PipelineMessage(document_id=document_id, tenant=TENANT, version=1, content_type="text/plain",
+                          original_key="k")
+    msg = msg.model_copy(update={"chunks_key": msg.key("chunks.json"),
+                                 "embeddings_key": msg.key("embeddings.npy")})
+    secret = "confidentialmergerplans"
+    storage.put(msg.chunks_key, json.dumps([{"index": i, "text": f"{secret} {i}"} for i in range(3)]).encode())
+    buffer = io.BytesIO()
+    np.save(buffer, np.eye(3, 8, dtype=np.float32), allow_pickle=False)
+    storage.put(msg.embeddings_key, buffer.getvalue())
+
+    producer = create_celery_app("test-producer", settings)
+    try:
+        producer.send_task(Task.INDEX.value, args=[msg.model_dump()]).get(timeout=60)
+        query = {"tenant": TENANT, "text": secret, "mode": "keyword", "limit": 3}
+        search = producer.send_task(Task.SEARCH.value, args=[None, query])
+        hits = search.get(timeout=30)
+    finally:
+        producer.close()
+    assert len(hits) == 3 and all(secret in hit["text"] for hit in hits)
+
+    log_path = tmp_path / "worker.log"
+    wait_until(lambda: f"[{search.id}] succeeded in" in log_path.read_text(errors="replace"), 30,
+               "the search's success line")
+    text = log_path.read_text(errors="replace")
+    (line,) = [line for line in text.splitlines() if f"[{search.id}] succeeded in" in line]
+    event = json.loads(line)["event"]
+    assert event.startswith(f"Task {Task.SEARCH.value}[{search.id}] succeeded in ")
+    assert event.endswith("s")  # the run time, and nothing after it
+    assert secret not in text
+    assert "chunk_index" not in text
+

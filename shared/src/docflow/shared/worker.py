@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import structlog
 from celery import Celery, signals
+from celery.app import trace
 
 from docflow.shared import worker_metrics
 from docflow.shared.celery_app import create_celery_app, worker_result_backend
@@ -11,6 +12,8 @@ from docflow.shared.logging import configure_logging
 from docflow.shared.names import SERVICE_OF_STAGE, Stage
 from docflow.shared.settings import get_settings
 from docflow.shared.tracing import REQUEST_ID, header
+
+SUCCESS_LOG_FORMAT = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
 
 def create_worker_app(stage: Stage, include: list[str],
@@ -28,6 +31,13 @@ def create_worker_app(stage: Stage, include: list[str],
     app.conf.result_backend = worker_result_backend(settings)
     # Messages Celery refuses (not JSON, malformed, unknown task) become dead letters.
     app.conf.worker_consumer = "docflow.shared.delivery:DeadLetteringConsumer"
+
+    # Celery's success line ends with the task's return value: every search's chunk texts
+    # (indexer) and every query's vector (embedder), at INFO. Document contents must not
+    # reach the logs, so the line keeps the name, id and run time only. The tracer reads
+    # this module global each time it logs; set here, before the pool forks, every child
+    # inherits it. (The "received" line carries no arguments in its format either.)
+    trace.LOG_SUCCESS = SUCCESS_LOG_FORMAT
 
     @signals.setup_logging.connect(weak=False)
     def _keep_our_logging(**_kwargs) -> None:
