@@ -376,7 +376,9 @@ class VectorIndexConfig:
         if self.index_type == "IVF_PQ":
             # About sqrt(rows) partitions (Lance's own rule of thumb), sub-vectors of 8
             # dimensions (48 for 384-d); refine_factor at query time recovers recall.
-            config = IvfPq(distance_type="cosine", num_partitions=max(1, int(rows ** 0.5)),
+            # but no more than k-means can train: it samples 256 vectors per partition.
+            partitions = max(1, min(int(rows ** 0.5), rows // 256))
+            config = IvfPq(distance_type="cosine", num_partitions=partitions,
                            num_sub_vectors=max(1, dimension // self.sub_vector_dims))
             table.create_index("vector", config=config, name=VECTOR_INDEX_NAME, replace=True)
             return
