@@ -25,6 +25,7 @@ from docflow.indexer.stores.pinecone import (
 from docflow.indexer.stores import VectorRecord, open_vector_store
 from docflow.shared.errors import ErrorCode, TransientError
 from docflow.shared.messages import Chunk
+from docflow.shared.search import SearchMode
 from docflow.shared.settings import Settings
 
 
@@ -253,3 +254,32 @@ def test_factory_opens_pinecone_by_host(double, host):
     store.ping()
     store.upsert("acme", records("doc1", 1, 5))
     assert [len(r.body["vectors"]) for r in double.requests_to("/vectors/upsert")] == [2, 2, 1]
+
+
+def sparse_store(host: str) -> PineconeStore:
+    return PineconeStore(Pinecone(api_key=API_KEY).index(host=host), sparse=True)
+
+
+def test_keyword_search_needs_the_dotproduct_metric(double, host):
+    """Pinecone stores sparse values on any metric but refuses to query them elsewhere."""
+    store = sparse_store(host)  # the double's index is cosine after reset()
+    store.upsert("acme", records("doc1", 1, 2, text="harbour"))
+    assert double.namespaces["acme"]["doc1#v1#0"]["sparse"]
+    with pytest.raises(PineconeError):
+        store.search("acme", None, 3, mode=SearchMode.KEYWORD, text="harbour")
+    double.metric = "dotproduct"
+    hits = store.search("acme", None, 3, mode=SearchMode.KEYWORD, text="harbour")
+    assert {hit.id for hit in hits} == {"doc1#v1#0", "doc1#v1#1"}
+
+
+def test_a_chunk_with_more_distinct_terms_than_pinecone_takes_keeps_its_weightiest(double, host):
+    double.reset(metric="dotproduct")
+    store = sparse_store(host)
+    text = " ".join(f"term{i}" for i in range(1500)) + " " + " ".join(["harbour"] * 5)
+    (record,) = records("doc1", 1, 1)
+    store.upsert("acme", [VectorRecord(**{**record.__dict__, "text": text})])
+    (upsert,) = double.requests_to("/vectors/upsert")
+    sparse = upsert.body["vectors"][0]["sparseValues"]
+    assert len(sparse["indices"]) == 1000
+    (hit,) = store.search("acme", None, 1, mode=SearchMode.KEYWORD, text="harbour")
+    assert hit.id == "doc1#v1#0"

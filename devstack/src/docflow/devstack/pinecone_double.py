@@ -14,8 +14,10 @@ reference evaluator of Pinecone's dialect, over each vector's stored metadata) a
 `sparseVector`: like a Pinecone index with the dotproduct metric, a match scores its
 dense similarity plus the sparse dot product, and a query of sparse values alone ranks
 by the sparse part only (records without sparse values, or sharing no dimension with
-the query, are not matched). Sparse values are refused unless the index was reset with
-`metric="dotproduct"`, as Pinecone refuses them on other metrics. `update` by id
+the query, are not matched). As Pinecone documents (its limits page), sparse values
+are stored on any metric but a query with them is refused unless the index was reset
+with `metric="dotproduct"`; a sparse vector holds at most 1000 non-zero values; a
+dense vector needs at least one non-zero value. `update` by id
 replaces values or sparse values and merges `setMetadata` into the stored metadata
 (it never removes a key), as Pinecone documents.
 
@@ -112,6 +114,8 @@ class PineconeDouble:
                     return error(400, f"metadata of {vector['id']} exceeds 40KB")
                 if any(value is None for value in metadata.values()):
                     return error(400, "metadata values cannot be null")
+                if not any(vector["values"]):
+                    return error(400, f"dense vector of {vector['id']} must contain at least one non-zero value")
                 if (problem := self._sparse_problem(vector.get("sparseValues"))) is not None:
                     return error(400, f"sparse values of {vector['id']}: {problem}")
             space = self.namespaces[payload.get("namespace", "")]
@@ -132,6 +136,8 @@ class PineconeDouble:
                 return error(400, "a query needs a vector, a sparse vector or an id")
             if dense is not None and len(dense) != self.dimension:
                 return error(400, f"query dimension {len(dense)} does not match {self.dimension}")
+            if sparse_query is not None and self.metric != "dotproduct":
+                return error(400, "sparse vectors can be queried only in an index with the dotproduct metric")
             if (problem := self._sparse_problem(sparse_query)) is not None:
                 return error(400, f"query sparse vector: {problem}")
             where = payload.get("filter")
@@ -244,14 +250,14 @@ class PineconeDouble:
         return app
 
     def _sparse_problem(self, sparse: dict | None) -> str | None:
-        """Why Pinecone would refuse these sparse values, or None."""
+        """Why Pinecone would refuse these sparse values (in an upsert, update or query), or None."""
         if sparse is None:
             return None
-        if self.metric != "dotproduct":
-            return "sparse values need an index with the dotproduct metric"
         indices, values = sparse.get("indices", []), sparse.get("values", [])
         if not indices or len(indices) != len(values):
             return "indices and values must be non-empty and of the same length"
+        if len(indices) > 1000:
+            return "a sparse vector can contain no more than 1000 non-zero values"
         if len(set(indices)) != len(indices):
             return "indices must be unique"
         if any(not isinstance(i, int) or not 0 <= i < 2 ** 32 for i in indices):
