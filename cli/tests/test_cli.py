@@ -226,6 +226,44 @@ def test_search_shows_results(served_gateway, monkeypatch):
     assert json.loads(as_json.stdout)["results"][0]["chunk_index"] == 2
 
 
+def test_search_passes_mode_and_filter_and_shows_file_names(served_gateway, monkeypatch):
+    seen = []
+    hits = [{"document_id": "a" * 32, "chunk_index": 0, "text": "the fox jumps", "score": 0.5, "page": None,
+             "highlights": [[4, 7]]}]
+    monkeypatch.setattr(served_gateway.services.pipeline, "search", lambda query, timeout: seen.append(query) or hits)
+    served_gateway.status_store.create(_record("a" * 32))
+
+    result = docflow(served_gateway, "search", "fox", "--mode", "keyword", "--filter", '{"year": {"$gte": 2020}}')
+
+    assert result.exit_code == 0, result.output
+    assert (seen[0].mode.value, seen[0].filter) == ("keyword", {"year": {"$gte": 2020}})
+    assert "fox.txt" in result.stdout and "the fox jumps" in result.stdout
+
+
+def test_search_highlights_are_styled_never_read_as_markup():
+    from rich.console import Console
+
+    from docflow.cli.render import search_table
+    console = Console(record=True, width=200, color_system="truecolor")
+    console.print(search_table([{"document_id": "d", "filename": "[bold]x[/bold].txt", "text": "the fox [red]",
+                                 "score": 1.0, "chunk_index": 0, "highlights": [[4, 7]]}]))
+    text = console.export_text(clear=False)
+    assert "[bold]x[/bold].txt" in text and "the fox [red]" in text
+    assert "\x1b[1;33mfox" in console.export_text(styles=True)
+
+
+def test_the_clis_search_modes_are_the_apis():
+    from docflow.cli.render import SearchMode as CliSearchMode
+    from docflow.shared.search import SearchMode
+    assert [mode.value for mode in CliSearchMode] == [mode.value for mode in SearchMode]
+
+
+@pytest.mark.parametrize("bad", ["{not json", "[1, 2]"])
+def test_search_refuses_a_filter_that_is_not_a_json_object(served_gateway, bad):
+    result = docflow(served_gateway, "search", "fox", "--filter", bad)
+    assert result.exit_code == EXIT_USAGE and "--filter" in result.output
+
+
 def test_search_timeout_is_reported(served_gateway):
     result = docflow(served_gateway, "search", "fox")
     assert result.exit_code == EXIT_FAILED

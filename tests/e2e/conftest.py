@@ -87,8 +87,9 @@ class Api:
             time.sleep(0.05)
         raise AssertionError(f"{document_id} never reached {status}")
 
-    def search(self, query: str, top_k: int = 5) -> list[dict]:
-        response = self.http.post("/v1/search", json={"query": query, "top_k": top_k})
+    def search(self, query: str, top_k: int = 5, **fields) -> list[dict]:
+        """`fields`: the request's other fields (mode, filter)."""
+        response = self.http.post("/v1/search", json={"query": query, "top_k": top_k, **fields})
         assert response.status_code == 200, response.text
         return response.json()["results"]
 

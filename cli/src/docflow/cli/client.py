@@ -94,5 +94,9 @@ class GatewayClient:
     def cancel(self, document_id: str) -> dict[str, Any]:
         return self._request("POST", _document_path(document_id, "/cancel")).json()
 
-    def search(self, query: str, top_k: int) -> dict[str, Any]:
-        return self._request("POST", "/v1/search", json={"query": query, "top_k": top_k}).json()
+    def search(self, query: str, top_k: int, mode: str = "hybrid",
+               filter_: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"query": query, "top_k": top_k, "mode": mode}
+        if filter_ is not None:
+            body["filter"] = filter_
+        return self._request("POST", "/v1/search", json=body).json()

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from docflow.cli import render
+from docflow.cli.render import SearchMode
 from docflow.cli.client import ApiError, GatewayClient, GatewayUnreachable
 from docflow.cli.ingest import follow, upload_all
 
@@ -100,17 +101,20 @@ def ingest(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _parse_metadata(raw: str | None) -> dict[str, Any] | None:
+def _parse_json_object(raw: str | None, option: str, example: str) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from None
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
     if not isinstance(value, dict):
-        raise typer.BadParameter("must be a JSON object, e.g. '{\"source\": \"crm\"}'",
-                                 param_hint="--metadata")
+        raise typer.BadParameter(f"must be a JSON object, e.g. '{example}'", param_hint=option)
     return value
+
+
+def _parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    return _parse_json_object(raw, "--metadata", '{"source": "crm"}')
 
 
 @app.command()
@@ -153,12 +157,17 @@ def search(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="What to look for")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=100, help="Number of results")] = 5,
+    mode: Annotated[SearchMode, typer.Option(
+        help="hybrid: words and meaning fused; vector: by meaning; keyword: by the words")] = SearchMode.HYBRID,
+    filter_: Annotated[str | None, typer.Option(
+        "--filter", help='Metadata filter (Pinecone\'s dialect), e.g. \'{"year": {"$gte": 2020}}\'')] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON results")] = False,
 ) -> None:
-    """Search your documents."""
+    """Search your documents; matched words are highlighted."""
     context = _context(ctx)
+    parsed_filter = _parse_json_object(filter_, "--filter", '{"department": "legal"}')
     with context.client() as client:
-        results = client.search(query, top_k)
+        results = client.search(query, top_k, mode.value, parsed_filter)
     if as_json:
         _print_json(results)
     else:

@@ -1,5 +1,6 @@
 """Rich tables for the CLI's human-readable output (--json gives the raw API data)."""
 
+from enum import StrEnum
 from typing import Any
 
 from rich.table import Table
@@ -57,17 +58,36 @@ def documents_table(page: dict[str, Any]) -> Table:
     return table
 
 
+class SearchMode(StrEnum):
+    """POST /v1/search's modes (the CLI stays free of the shared package; a test pins
+    these to docflow.shared.search.SearchMode)."""
+
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    KEYWORD = "keyword"
+
+
+def highlighted(text: str, spans: list[list[int]] | None) -> Text:
+    """The chunk's text with the matched words in bold; never read as markup."""
+    shown = Text(text)
+    for start, end in spans or []:
+        shown.stylize("bold yellow", start, end)
+    return shown
+
+
 def search_table(results: list[dict[str, Any]]) -> Table:
     table = Table(caption=f"{len(results)} result(s)")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
+    table.add_column("file", overflow="fold")
     table.add_column("document", no_wrap=True)
     table.add_column("page", justify="right")
     table.add_column("chunk", justify="right")
     table.add_column("text", overflow="fold")
     for rank, hit in enumerate(results, start=1):
-        table.add_row(str(rank), f"{hit.get('score', 0):.3f}", hit.get("document_id", ""),
-                      _show(hit.get("page")), _show(hit.get("chunk_index")), hit.get("text", ""))
+        table.add_row(str(rank), f"{hit.get('score', 0):.3f}", Text(hit.get("filename", "")),
+                      hit.get("document_id", ""), _show(hit.get("page")), _show(hit.get("chunk_index")),
+                      highlighted(hit.get("text", ""), hit.get("highlights")))
     return table
 
 

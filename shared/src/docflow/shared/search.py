@@ -68,3 +68,7 @@ class UnsupportedSearchMode(PermanentError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.INTERNAL_ERROR, message)
+
+    def __reduce__(self):
+        # Rebuilt from its message alone (PipelineError's form passes the code too).
+        return (type(self), (self.message,))

@@ -55,6 +55,23 @@ class Settings(BaseSettings):
     admin_api_keys: SecretStr = SecretStr("")
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     search_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Threads for the gateway's blocking handlers (anyio's default is 40), and the
+    # Redis connections each client keeps are sized to it: a pool smaller than the
+    # threads answered 503 "Too many connections" under load with Redis healthy.
+    gateway_threads: int = Field(default=64, ge=4)
+    # Searches waiting on workers at once, per gateway process; beyond it a search gets
+    # 503 + Retry-After at once, and the other threads stay free for uploads and reads.
+    search_max_concurrent: int = Field(default=32, ge=1)
+    # Optional reranking of search results by a cross-encoder service: any `/rerank`
+    # endpoint of the TEI, Cohere or Jina kind (gateway/reranker.py). The top
+    # `reranker_candidates` hits are re-scored; past the timeout (or on any error) the
+    # fused order is kept and the response says so (`reranked: false`).
+    reranker: Literal["none", "http"] = "none"
+    reranker_url: str = ""  # e.g. http://tei-reranker:8080/rerank
+    reranker_model: str = ""  # sent as `model` (Cohere, Jina); TEI ignores it
+    reranker_api_key: SecretStr = SecretStr("")  # sent as a Bearer token when set
+    reranker_timeout_seconds: float = Field(default=2.0, gt=0)
+    reranker_candidates: int = Field(default=50, ge=1, le=1000)
     list_page_size_max: int = Field(default=100, gt=0)
     # Per-tenant token buckets kept in Redis, so every gateway replica draws on the
     # same budget: a bucket holds a minute's worth and refills continuously. Beyond
@@ -215,6 +232,12 @@ class Settings(BaseSettings):
                 f"DOCFLOW_MAX_DELIVERIES ({self.max_deliveries}) must exceed DOCFLOW_MAX_RETRIES "
                 f"({self.max_retries}): every retry is a delivery too"
             )
+        if self.search_max_concurrent >= self.gateway_threads:
+            raise ValueError(f"DOCFLOW_SEARCH_MAX_CONCURRENT ({self.search_max_concurrent}) must stay below "
+                             f"DOCFLOW_GATEWAY_THREADS ({self.gateway_threads}): searches must never take "
+                             "every thread")
+        if self.reranker == "http" and not self.reranker_url:
+            raise ValueError("DOCFLOW_RERANKER=http needs DOCFLOW_RERANKER_URL (the service's /rerank endpoint)")
 
 
 @lru_cache

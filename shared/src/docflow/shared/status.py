@@ -513,6 +513,24 @@ class StatusStore:
         return int(self._begin(keys=[self._doc_key(document_id)], args=[
             version, stage, utcnow().isoformat(), status.value, max(0, min(100, int(progress))), _RANK_JSON]))
 
+    def set_metadata(self, document_id: str, tenant: str, metadata: dict[str, Any]) -> DocumentRecord | None:
+        """Replace the document's metadata, whatever its status (PATCH); None when it does
+        not exist or belongs to another tenant. The tenant is checked and the field written
+        in one transaction, so a concurrent delete cannot be resurrected as a stub record."""
+        key = self._doc_key(document_id)
+
+        def write(pipe) -> None:
+            if pipe.hget(key, "tenant") != tenant:
+                raise LookupError(document_id)
+            pipe.multi()
+            pipe.hset(key, mapping={"metadata": _encode(metadata), "updated_at": utcnow().isoformat()})
+
+        try:
+            self.redis.transaction(write, key)
+        except LookupError:
+            return None
+        return self.get_for_tenant(document_id, tenant)
+
     def version_of(self, document_id: str) -> int | None:
         """The document's current version; None once it is deleted."""
         version = self.redis.hget(self._doc_key(document_id), "version")

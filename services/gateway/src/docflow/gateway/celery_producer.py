@@ -31,8 +31,15 @@ class PollingRedisBackend(RedisBackend):
         return {}
 
 
+def redis_connections(settings: Settings) -> int:
+    """Connections each Redis client of the gateway may open: one per handler thread,
+    plus a few for the event loop's own calls and the recovery sweep."""
+    return settings.gateway_threads + 8
+
+
 def create_producer(settings: Settings) -> Celery:
     app = create_celery_app("gateway", settings)
+    connections = redis_connections(settings)
     backend_path = f"{PollingRedisBackend.__module__}:{PollingRedisBackend.__name__}"
     app.conf.update(
         # Celery's `module:Class+url` form: our backend class, the shared Redis URL.
@@ -41,7 +48,10 @@ def create_producer(settings: Settings) -> Celery:
             **broker_transport_options(settings),
             "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+            # kombu's Redis channel caps its pool at 10 connections by default.
+            "max_connections": connections,
         },
+        redis_max_connections=connections,
         redis_socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
         redis_socket_timeout=SOCKET_TIMEOUT_SECONDS,
         # A publish retries three times within ~1 s, then the request gets a 503.

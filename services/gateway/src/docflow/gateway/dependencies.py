@@ -1,5 +1,6 @@
 """Everything a request handler needs, built once per app and injected by FastAPI."""
 
+import threading
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,9 +12,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from docflow.gateway.auth import ApiKeys, Tenant
-from docflow.gateway.celery_producer import CONNECT_TIMEOUT_SECONDS, SOCKET_TIMEOUT_SECONDS, create_producer
+from docflow.gateway.celery_producer import (
+    CONNECT_TIMEOUT_SECONDS,
+    SOCKET_TIMEOUT_SECONDS,
+    create_producer,
+    redis_connections,
+)
 from docflow.gateway.pipeline import Pipeline
 from docflow.gateway.rate_limit import Action, RateLimiter
+from docflow.gateway.reranker import Reranker
 from docflow.gateway.task_registry import TaskRegistry
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.redis_connection import redis_client, tls_options
@@ -38,14 +45,18 @@ class Services:
     api_keys: ApiKeys
     dead_letters: DeadLetterStore
     rate_limiter: RateLimiter
+    # Searches waiting on workers right now (DOCFLOW_SEARCH_MAX_CONCURRENT per process).
+    search_slots: threading.BoundedSemaphore
+    reranker: Reranker | None  # None (DOCFLOW_RERANKER=none): search keeps the fused order
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
         """Connects lazily: the app starts (and /healthz answers) with Redis down."""
         client = redis_client(settings, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                              socket_timeout=SOCKET_TIMEOUT_SECONDS)
+                              socket_timeout=SOCKET_TIMEOUT_SECONDS, max_connections=redis_connections(settings))
         async_client = redis.asyncio.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            max_connections=redis_connections(settings),
             socket_timeout=SOCKET_TIMEOUT_SECONDS, **tls_options(settings),
             # redis.asyncio does not notice a connection the server closed (a Redis
             # restart) until a command fails on it, where redis-py's sync pool checks
@@ -63,6 +74,8 @@ class Services:
             tasks=TaskRegistry(client, settings.redis_key_prefix, ttl_seconds=celery.conf.result_expires),
             api_keys=ApiKeys(settings.tenants_by_key),
             dead_letters=DeadLetterStore(client, settings.redis_key_prefix),
+            reranker=Reranker.from_settings(settings),
+            search_slots=threading.BoundedSemaphore(settings.search_max_concurrent),
             rate_limiter=RateLimiter(async_client, settings.redis_key_prefix, {
                 Action.UPLOAD: settings.upload_rate_limit_per_minute,
                 Action.SEARCH: settings.search_rate_limit_per_minute,

@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 import structlog
 import uvicorn
 from fastapi import FastAPI
@@ -26,6 +27,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The pool FastAPI runs sync handlers in; the Redis pools are sized to it.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.gateway_threads
         recovery = start_recovery(services)  # documents whose queue message was lost
         yield
         if recovery is not None:

@@ -17,6 +17,7 @@ from celery.result import AsyncResult
 from docflow.gateway.schemas import StageState
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Stage, Task
+from docflow.shared.search import SearchQuery, UnsupportedSearchMode
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,10 @@ class SearchTimedOut(Exception):
 
 class SearchFailed(Exception):
     """A query-time task failed on its worker; the message says which and why."""
+
+
+class SearchModeUnsupported(SearchFailed):
+    """The indexer's vector store cannot serve the requested mode (the caller's fault: 400)."""
 
 
 def new_task_id() -> str:
@@ -123,34 +128,41 @@ class Pipeline:
             for stage, _ in DOCUMENT_STAGES
         ]
 
-    def search(self, tenant: str, query: str, top_k: int, timeout: float) -> Any:
-        """Embed the query on the embedder, search on the indexer, wait for the hits."""
-        # Expiring both tasks at the deadline keeps workers from doing work whose
-        # caller has already been told 504.
-        search_chain = chain(
-            self.celery.signature(Task.EMBED_QUERY.value, args=[query]).set(expires=timeout),
-            self.celery.signature(Task.SEARCH.value, args=[tenant, top_k]).set(expires=timeout),
-        )
-        result = search_chain.apply_async()
+    def search(self, query: SearchQuery, timeout: float) -> Any:
+        """Embed the query on the embedder (the modes that need a vector), search on the
+        indexer, wait for the hits."""
+        # Expiring the tasks at the deadline keeps workers from doing work whose caller
+        # has already been told 504.
+        search_task = self.celery.signature(Task.SEARCH.value, kwargs={"query": query.model_dump(mode="json")},
+                                            ).set(expires=timeout)
+        if query.mode.needs_vector:
+            # The embedder's result (the vector) becomes the search task's first argument.
+            result = chain(self.celery.signature(Task.EMBED_QUERY.value, args=[query.text]).set(expires=timeout),
+                           search_task).apply_async()
+            steps = [(Task.EMBED_QUERY.value, result.parent), (Task.SEARCH.value, result)]
+        else:
+            result = search_task.clone(args=(None,)).apply_async()
+            steps = [(Task.SEARCH.value, result)]
         try:
-            return _wait_for_chain(result, timeout)
+            return _wait_for_chain(result, steps, timeout)
         finally:
             _forget_quietly(result)
 
 
-def _wait_for_chain(result: AsyncResult, timeout: float) -> Any:
+def _wait_for_chain(result: AsyncResult, steps: list[tuple[str, AsyncResult]], timeout: float) -> Any:
     """Poll the chain's steps until the last succeeds, one fails, or time runs out.
 
     Polling (plain GETs) rather than `result.get()`: the latter relies on a pub/sub
     consumer that is shared per thread and that our producer backend never starts.
     """
-    steps = [(Task.EMBED_QUERY.value, result.parent), (Task.SEARCH.value, result)]
     deadline = time.monotonic() + timeout
     pause = _FIRST_POLL_SECONDS
     while True:
         for task_name, step in steps:
             state = step.state
             if state in states.PROPAGATE_STATES:
+                if state == states.FAILURE and _failed_with(step.result, UnsupportedSearchMode):
+                    raise SearchModeUnsupported(_reason(step.result))
                 raise SearchFailed(_describe_failure(task_name, step, state))
         if result.state == states.SUCCESS:
             return result.result
@@ -168,6 +180,19 @@ def _forget_quietly(result: AsyncResult) -> None:
             result.forget()  # forgets the embed step too
     except Exception as exc:  # housekeeping must never change the answer
         log.debug("could not forget search results", error=str(exc))
+
+
+def _failed_with(error: Any, kind: type[Exception]) -> bool:
+    """By name: Celery rebuilds a worker's exception when it can, and otherwise hands back
+    a wrapper that keeps the class's name."""
+    return kind.__name__ in (type(error).__name__, getattr(error, "exc_cls_name", None))
+
+
+def _reason(error: Any) -> str:
+    """A pipeline error's message without its `code: ` prefix."""
+    message = getattr(error, "message", None) or " ".join(map(str, getattr(error, "exc_args", ()) or (error,)))
+    code, _, rest = message.partition(": ")
+    return rest if rest and code.isidentifier() and code.islower() else message
 
 
 def _describe_failure(task_name: str, step: AsyncResult, state: str) -> str:

@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from docflow.shared.search import BUILTIN_FILTER_FIELDS, SearchMode
+from docflow.shared.search_filter import parse_filter
 from docflow.shared.status import DocumentRecord, DocumentStatus
 
 MAX_QUERY_CHARS = 2000
@@ -57,6 +59,15 @@ class Document(BaseModel):
         return cls.model_validate(data)
 
 
+class MetadataUpdate(BaseModel):
+    """PATCH /v1/documents/{id}: the document's new metadata, replacing the old."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any] = Field(description="A JSON object; its top-level scalar values and "
+                                                 "lists of strings are what filters can name")
+
+
 class DocumentPage(BaseModel):
     documents: list[Document]
     total: int = Field(description="Documents matching the filter, over all pages")
@@ -69,6 +80,16 @@ class SearchRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    mode: SearchMode = Field(
+        default=SearchMode.HYBRID,
+        description="hybrid: keyword (BM25) and vector results fused by rank; vector: nearest "
+                    "chunks by meaning; keyword: chunks containing the query's words")
+    filter: dict[str, Any] | None = Field(
+        default=None,
+        description="Pinecone's metadata filter dialect ($eq $ne $in $nin $gt $gte $lt $lte $exists "
+                    "$and $or) over the upload's top-level metadata keys and the built-ins "
+                    f"{', '.join(BUILTIN_FILTER_FIELDS)}; created_at takes ISO-8601 or epoch seconds",
+        examples=[{"department": {"$in": ["legal", "finance"]}, "year": {"$gte": 2020}}])
 
     @field_validator("query")
     @classmethod
@@ -77,16 +98,36 @@ class SearchRequest(BaseModel):
             raise ValueError("query must not be blank")
         return query
 
+    @field_validator("filter")
+    @classmethod
+    def _valid_filter(cls, raw: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked and normalised here, once: both backends receive the same filter.
+        # A FilterError is a ValueError: FastAPI answers 422 with its reason.
+        return None if raw is None else parse_filter(raw)
+
 
 class SearchHit(BaseModel):
     document_id: str
+    filename: str
+    content_type: str
+    metadata: dict[str, Any] = Field(description="The document's current metadata")
+    page: int | None = None
     chunk_index: int
     text: str
-    score: float
-    page: int | None = None
+    score: float = Field(description="Higher is better; comparable only within one answer "
+                                     "(cosine similarity, BM25 or the fused rank score, by mode)")
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="[start, end) character spans of `text` that matched the query's words "
+                    "(keyword and hybrid modes)")
 
 
 class SearchResponse(BaseModel):
+    mode: SearchMode
+    reranked: bool | None = Field(
+        default=None, description="null: no reranker configured; true: the results are in the reranker's "
+                                  "order and carry its scores; false: it failed or timed out, and the "
+                                  "fused order was kept")
     results: list[SearchHit]
 
 

@@ -7,7 +7,6 @@ first byte over the limit. The file is spooled (memory, then a temp file) so a s
 client holds disk, not memory, while it uploads.
 """
 
-import json
 from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
 from typing import Any
@@ -17,9 +16,10 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from docflow.gateway.metadata import MAX_METADATA_BYTES, MetadataError, parse_metadata_json
+
 FILE_FIELD = "file"
 METADATA_FIELD = "metadata"
-MAX_METADATA_BYTES = 64 * 1024
 # Boundaries, part headers and small form fields, on top of the file itself.
 FORM_OVERHEAD_BYTES = MAX_METADATA_BYTES + 64 * 1024
 SPOOL_IN_MEMORY_BYTES = 1024 * 1024
@@ -146,14 +146,9 @@ def parse_metadata(raw: bytes | None) -> dict[str, Any]:
     if raw is None or not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"metadata must be a JSON object: {exc}") from None
-    if not isinstance(value, dict):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"metadata must be a JSON object, not {type(value).__name__}")
-    return value
+        return parse_metadata_json(raw)
+    except MetadataError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 async def receive_upload(request: Request, max_file_bytes: int) -> Upload:

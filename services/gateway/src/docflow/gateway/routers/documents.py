@@ -1,4 +1,4 @@
-"""/v1/documents: upload, read, list, delete, reprocess, cancel — one tenant at a time.
+"""/v1/documents: upload, read, list, update metadata, delete, reprocess, cancel — one tenant at a time.
 
 Another tenant's document answers exactly like a missing one (404), so ids leak
 nothing across tenants.
@@ -14,10 +14,12 @@ from docflow.gateway.dependencies import Services, ServicesDep, Tenant
 from docflow.gateway.intake import accept_document
 from docflow.gateway.metrics import counting_rejections
 from docflow.gateway.rate_limit import RATE_LIMITED, ReprocessRateLimited, UploadRateLimited
-from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage
+from docflow.gateway.metadata import MetadataError, validated_metadata
+from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage, MetadataUpdate
 from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, receive_upload
 from docflow.gateway.versions import start_new_version
 from docflow.shared.messages import artifact_prefix
+from docflow.shared.names import Task
 from docflow.shared.status import FINAL_STATUSES, DocumentRecord, DocumentStatus
 
 log = structlog.get_logger(__name__)
@@ -96,6 +98,34 @@ def list_documents(
 @router.get("/{document_id}", response_model=Document, responses=NOT_FOUND)
 def get_document(document_id: str, services: ServicesDep, tenant: Tenant) -> Document:
     return Document.from_record(_document_or_404(services, tenant, document_id))
+
+
+@router.patch("/{document_id}", response_model=Document,
+              responses={**NOT_FOUND, 422: {"description": "Not a valid metadata object (the reason is in `detail`)"},
+                         503: {"description": "Saved, but the index could not be told yet: repeat the request"}})
+def update_document_metadata(document_id: str, update: MetadataUpdate, services: ServicesDep,
+                             tenant: Tenant) -> Document:
+    """Replace the document's metadata without re-extracting or re-embedding it: the record
+    changes now, and the indexer rewrites it on the document's chunks, so filters see it
+    within moments (a run still indexing the document picks it up as it finishes)."""
+    try:
+        metadata = validated_metadata(update.metadata)
+    except MetadataError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    record = services.status.set_metadata(document_id, tenant, metadata)
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"document {document_id} not found")
+    structlog.contextvars.bind_contextvars(document_id=document_id)
+    try:
+        # The task reads the record when it runs: a late or repeated run writes the newest metadata.
+        services.pipeline.send(Task.UPDATE_METADATA.value, [tenant, document_id])
+    except Exception as exc:
+        log.warning("metadata saved but its index update was not enqueued", error=str(exc))
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "metadata saved, but the index update could not be queued; repeat the request",
+                            headers={"Retry-After": "5"}) from None
+    log.info("document metadata updated", keys=len(metadata))
+    return Document.from_record(record)
 
 
 @router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)

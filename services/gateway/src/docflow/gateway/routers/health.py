@@ -12,6 +12,8 @@ vector-store client — for smoke tests and operators.
 from collections.abc import Callable
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import JSONResponse
 
@@ -48,20 +50,32 @@ def _check_indexer(services: Services) -> str:
     return OK if workers else f"failed: no live worker consumes {Queue.INDEX.value}"
 
 
+# The probes' blocking checks run on threads of their own, never in the request pool:
+# with every request thread waiting on workers, a probe must still answer at once, or
+# the platform restarts a gateway that is merely busy.
+_PROBE_THREADS = anyio.CapacityLimiter(4)
+
+
+async def _in_probe_thread(function: Callable[..., str], *args: object) -> str:
+    return await anyio.to_thread.run_sync(function, *args, limiter=_PROBE_THREADS)
+
+
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """The process is alive (no dependency is checked)."""
+async def healthz() -> Health:
+    """The process is alive (no dependency is checked); on the event loop, so it
+    answers however busy the request threads are."""
     return Health()
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def readyz(
+async def readyz(
     services: ServicesDep,
     indexer: Annotated[bool, Query(description="Also require a live indexer worker")] = False,
 ) -> JSONResponse:
-    checks = {"redis": _check(services.redis.ping), "storage": _check(services.storage.ping)}
+    checks = {"redis": await _in_probe_thread(_check, services.redis.ping),
+              "storage": await _in_probe_thread(_check, services.storage.ping)}
     if indexer:
-        checks["indexer"] = (_check_indexer(services) if checks["redis"] == OK
+        checks["indexer"] = (await _in_probe_thread(_check_indexer, services) if checks["redis"] == OK
                              else "failed: skipped, Redis is unavailable")
     failed = sorted(name for name, result in checks.items() if result != OK)
     if failed:

@@ -1,8 +1,10 @@
-"""/v1/search: semantic search over the caller's own documents.
+"""/v1/search: hybrid, vector or keyword search over the caller's own documents.
 
-The query is embedded by the embedder and searched by the indexer (chained Celery
-tasks, the only place the gateway waits on workers); the tenant is passed by the
-gateway, never taken from the request, so a caller cannot search another tenant.
+For the modes that need a vector the query is embedded by the embedder, then searched
+by the indexer (chained Celery tasks, the only place the gateway waits on workers);
+keyword search goes to the indexer alone. The tenant is passed by the gateway, never
+taken from the request, so a caller cannot search another tenant, and a filter is
+validated here and runs inside the index, before ranking.
 """
 
 import structlog
@@ -11,39 +13,80 @@ from pydantic import TypeAdapter, ValidationError
 
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
 from docflow.gateway.metrics import SEARCHES
-from docflow.gateway.pipeline import SearchFailed, SearchTimedOut
+from docflow.gateway.pipeline import SearchFailed, SearchModeUnsupported, SearchTimedOut
 from docflow.gateway.rate_limit import RATE_LIMITED, SearchRateLimited
 from docflow.gateway.schemas import SearchHit, SearchRequest, SearchResponse
+from docflow.shared.search import IndexHit, SearchMode, SearchQuery
+from docflow.shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1", tags=["search"])
 
-_HITS = TypeAdapter(list[SearchHit])
+_HITS = TypeAdapter(list[IndexHit])
+# The store each backend needs for the modes beyond vector search (a 400 names it).
+_KEYWORD_CAPABLE = "LanceDB, or Pinecone with DOCFLOW_PINECONE_SPARSE=true (a dotproduct index)"
 
 
-def _existing_for_tenant(services: Services, tenant: str, hits: list[SearchHit]) -> list[SearchHit]:
-    """Drop hits of documents deleted since they were indexed.
+def _refuse_unsupported_mode(settings: Settings, mode: SearchMode) -> None:
+    """A mode the configured backend cannot serve is a 400 naming it, never a fallback.
+    Both sides share the settings, so the gateway knows before asking the indexer."""
+    if mode is not SearchMode.VECTOR and settings.vector_store == "pinecone" and not settings.pinecone_sparse:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f"search mode {mode.value!r} needs keyword (sparse) vectors, which the configured "
+                            f"vector store, pinecone, is not set up for; use mode 'vector', or {_KEYWORD_CAPABLE}")
+
+
+def _with_documents(services: Services, tenant: str, hits: list[IndexHit]) -> list[SearchHit]:
+    """Each hit with its document's file name, type and current metadata, from the
+    status store; hits of documents deleted since they were indexed are dropped.
 
     Vector deletion runs asynchronously on the indexer, so for a moment (or, if a
     deletion failed, longer) the index may still hold a deleted document's chunks.
     """
-    existing = {document_id for document_id in {hit.document_id for hit in hits}
-                if services.status.get_for_tenant(document_id, tenant) is not None}
-    return [hit for hit in hits if hit.document_id in existing]
+    records = {document_id: services.status.get_for_tenant(document_id, tenant)
+               for document_id in {hit.document_id for hit in hits}}
+    return [SearchHit(document_id=hit.document_id, filename=record.filename, content_type=record.content_type,
+                      metadata=record.metadata, page=hit.page, chunk_index=hit.chunk_index, text=hit.text,
+                      score=hit.score, highlights=hit.highlights)
+            for hit in hits if (record := records[hit.document_id]) is not None]
 
 
 @router.post(
     "/search", response_model=SearchResponse,
     responses={**RATE_LIMITED,
+               400: {"description": "The configured vector store cannot serve this search mode"},
+               422: {"description": "Malformed request or filter (the reason is in `detail`)"},
                502: {"description": "A search worker failed"},
+               503: {"description": "Too many searches in progress on this gateway; retry after Retry-After"},
                504: {"description": "No result within the search timeout"}},
     dependencies=[SearchRateLimited],
 )
 def search(request: SearchRequest, services: ServicesDep, tenant: Tenant) -> SearchResponse:
     # A sync endpoint: FastAPI runs it in its threadpool while it waits on workers.
-    timeout = services.settings.search_timeout_seconds
+    settings = services.settings
+    _refuse_unsupported_mode(settings, request.mode)
+    if not services.search_slots.acquire(blocking=False):
+        SEARCHES.labels("overloaded").inc()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"too many searches in progress ({settings.search_max_concurrent} on this gateway); "
+                            "retry after Retry-After", headers={"Retry-After": "1"})
     try:
-        raw = services.pipeline.search(tenant, request.query, request.top_k, timeout)
+        return _search(request, services, tenant)
+    finally:
+        services.search_slots.release()
+
+
+def _search(request: SearchRequest, services: Services, tenant: str) -> SearchResponse:
+    settings = services.settings
+    reranker = services.reranker
+    # A reranker re-scores more candidates than are asked for, then the best are kept.
+    limit = max(request.top_k, reranker.candidates) if reranker else request.top_k
+    query = SearchQuery(tenant=tenant, text=request.query, mode=request.mode, limit=limit, filter=request.filter)
+    try:
+        raw = services.pipeline.search(query, settings.search_timeout_seconds)
+    except SearchModeUnsupported as exc:
+        SEARCHES.labels("failed").inc()
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except SearchTimedOut as exc:
         SEARCHES.labels("timeout").inc()
         raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT,
@@ -59,5 +102,11 @@ def search(request: SearchRequest, services: ServicesDep, tenant: Tenant) -> Sea
         log.error("search worker returned an unexpected result", error=str(exc))
         raise HTTPException(status.HTTP_502_BAD_GATEWAY,
                             "search failed: the indexer returned results in an unexpected shape") from None
+    reranked = None
+    if reranker is not None:
+        hits, reranked = reranker.rerank(request.query, hits)
     SEARCHES.labels("ok").inc()
-    return SearchResponse(results=_existing_for_tenant(services, tenant, hits)[: request.top_k])
+    log.info("searched", mode=request.mode.value, filtered=request.filter is not None, hits=len(hits),
+             reranked=reranked)
+    return SearchResponse(mode=request.mode, reranked=reranked,
+                          results=_with_documents(services, tenant, hits)[: request.top_k])
