@@ -277,3 +277,57 @@ def test_a_run_killed_midway_leaves_a_readable_table_and_the_next_run_finishes(s
     assert health["rows"] == rows and health["fragments"] <= 2
     assert health["unindexed_rows"] == 0 and has_vector_index(open_table(uri))
     assert_search_is_right(fresh, written)
+
+
+def test_maintenance_runs_while_documents_arrive_and_searches_continue(store, uri):
+    """Writers and searchers in threads (each with its own store handle, as worker processes
+    have) while maintenance compacts, builds the vector index and cleans versions."""
+    written = fill(store, 100, 3)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    added: list[VectorRecord] = []
+
+    def write() -> None:
+        writer = LanceDBStore(uri)
+        number = 100
+        try:
+            while not stop.is_set():
+                records = document(number, 3)
+                writer.upsert(TENANT, records, fresh=True)
+                added.extend(records)
+                number += 1
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    def search() -> None:
+        reader = LanceDBStore(uri, VectorSearchOptions(nprobes=20, refine_factor=10))
+        try:
+            while not stop.is_set():
+                record = written[len(added) % len(written)]
+                (hit,) = reader.search(TENANT, record.vector.tolist(), 1)
+                assert hit.id == record.id
+                assert reader.search(TENANT, None, 3, mode=SearchMode.KEYWORD, text=record.document_id)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write), threading.Thread(target=search)]
+    for thread in threads:
+        thread.start()
+    try:
+        runs = []
+        for _ in range(3):
+            time.sleep(1.5)  # let versions age past the retention
+            runs.append(store.maintain(TENANT, retention_seconds=1, vector_index_min_rows=300))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not errors, errors
+    assert runs[0]["vector_index_built"] is True
+    assert len(added) > 0
+    health = store.maintain(TENANT, retention_seconds=0, vector_index_min_rows=300)
+    assert health["rows"] == len(written) + len(added)
+    # Rows covered by different sets of indexes (full-text, vector) compact apart, so a
+    # run after concurrent writes leaves a few fragments, not one per write.
+    assert health["versions"] <= 2 and health["fragments"] <= 4 and health["unindexed_rows"] == 0
+    assert_search_is_right(store, written + added)
