@@ -355,7 +355,7 @@ def machine() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: small and fast, figures meaningless")
-    parser.add_argument("--only", default="upload,pipeline,stages,fanout,growth")
+    parser.add_argument("--only", default="upload,pipeline,stages,fanout,growth,quality")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite docs/benchmarks.md from .data/bench/results.json, measure nothing")
@@ -423,6 +423,12 @@ def main() -> int:
         finally:
             client.close()
             stack.stop()
+
+    if "quality" in sections:
+        log("7. search quality (Cranfield)")
+        from bench.search_quality import bench_search_quality
+
+        results["quality"] = bench_search_quality()
 
     results["minutes"] = (time.time() - started) / 60
     results["load_after"] = os.getloadavg()
