@@ -167,6 +167,25 @@ def test_a_mode_pinecone_is_not_set_up_for_is_400_naming_it(make_gateway, stub_w
     assert gateway.post("/v1/search", json={"query": "fox", "mode": "vector"}).status_code == 200
 
 
+@pytest.mark.parametrize(("sparse", "expected"), [(False, "vector"), (True, "hybrid")])
+def test_an_unset_mode_is_the_best_the_store_serves(make_gateway, stub_workers, sparse, expected):
+    """A client that never names a mode keeps working on a dense-only Pinecone index."""
+    gateway = make_gateway(vector_store="pinecone", pinecone_sparse=sparse)
+    response = gateway.post("/v1/search", json={"query": "fox"})
+    assert response.status_code == 200, response.text
+    assert response.json()["mode"] == expected
+    assert stub_workers.search_calls[0][1]["mode"] == expected
+
+
+def test_a_422_shows_only_an_excerpt_of_a_huge_or_unencodable_input(gateway, stub_workers):
+    huge = gateway.post("/v1/search", json={"query": "x" * 1_000_000})
+    assert huge.status_code == 422 and len(huge.content) < 4000, huge.text[:300]
+    assert "query" in huge.text
+    lone = gateway.client.post("/v1/search", content=b'{"query": "a", "top_k": "\\ud800"}',
+                               headers={**gateway.auth(), "Content-Type": "application/json"})
+    assert lone.status_code == 422, lone.text
+
+
 def test_a_mode_the_indexer_refuses_is_400(gateway, stub_workers):
     response = gateway.post("/v1/search", json={"query": "unsupported", "mode": "keyword"})
     assert response.status_code == 400, response.text

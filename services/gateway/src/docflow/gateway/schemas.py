@@ -80,10 +80,12 @@ class SearchRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
-    mode: SearchMode = Field(
-        default=SearchMode.HYBRID,
+    mode: SearchMode | None = Field(
+        default=None,
         description="hybrid: keyword (BM25) and vector results fused by rank; vector: nearest "
-                    "chunks by meaning; keyword: chunks containing the query's words")
+                    "chunks by meaning; keyword: chunks containing the query's words. Unset: "
+                    "hybrid where the vector store can serve it, else vector (a dense-only "
+                    "Pinecone index); the response's `mode` says which ran")
     filter: dict[str, Any] | None = Field(
         default=None,
         description="Pinecone's metadata filter dialect ($eq $ne $in $nin $gt $gte $lt $lte $exists "

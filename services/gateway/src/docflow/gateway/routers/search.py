@@ -27,13 +27,23 @@ _HITS = TypeAdapter(list[IndexHit])
 _KEYWORD_CAPABLE = "LanceDB, or Pinecone with DOCFLOW_PINECONE_SPARSE=true (a dotproduct index)"
 
 
-def _refuse_unsupported_mode(settings: Settings, mode: SearchMode) -> None:
-    """A mode the configured backend cannot serve is a 400 naming it, never a fallback.
-    Both sides share the settings, so the gateway knows before asking the indexer."""
-    if mode is not SearchMode.VECTOR and settings.vector_store == "pinecone" and not settings.pinecone_sparse:
+def _keyword_capable(settings: Settings) -> bool:
+    return settings.vector_store != "pinecone" or settings.pinecone_sparse
+
+
+def resolved_mode(settings: Settings, requested: SearchMode | None) -> SearchMode:
+    """The mode asked for; unset, the best the configured store serves (hybrid, or
+    vector on a dense-only Pinecone index, so a client that never names a mode keeps
+    working there). A mode asked for that the store cannot serve is a 400 naming it,
+    never a silent fallback. Both sides share the settings, so the gateway knows
+    before asking the indexer."""
+    if requested is None:
+        return SearchMode.HYBRID if _keyword_capable(settings) else SearchMode.VECTOR
+    if requested is not SearchMode.VECTOR and not _keyword_capable(settings):
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            f"search mode {mode.value!r} needs keyword (sparse) vectors, which the configured "
+                            f"search mode {requested.value!r} needs keyword (sparse) vectors, which the configured "
                             f"vector store, pinecone, is not set up for; use mode 'vector', or {_KEYWORD_CAPABLE}")
+    return requested
 
 
 def _with_documents(services: Services, tenant: str, hits: list[IndexHit]) -> list[SearchHit]:
@@ -64,24 +74,24 @@ def _with_documents(services: Services, tenant: str, hits: list[IndexHit]) -> li
 def search(request: SearchRequest, services: ServicesDep, tenant: Tenant) -> SearchResponse:
     # A sync endpoint: FastAPI runs it in its threadpool while it waits on workers.
     settings = services.settings
-    _refuse_unsupported_mode(settings, request.mode)
+    mode = resolved_mode(settings, request.mode)
     if not services.search_slots.acquire(blocking=False):
         SEARCHES.labels("overloaded").inc()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"too many searches in progress ({settings.search_max_concurrent} on this gateway); "
                             "retry after Retry-After", headers={"Retry-After": "1"})
     try:
-        return _search(request, services, tenant)
+        return _search(request, mode, services, tenant)
     finally:
         services.search_slots.release()
 
 
-def _search(request: SearchRequest, services: Services, tenant: str) -> SearchResponse:
+def _search(request: SearchRequest, mode: SearchMode, services: Services, tenant: str) -> SearchResponse:
     settings = services.settings
     reranker = services.reranker
     # A reranker re-scores more candidates than are asked for, then the best are kept.
     limit = max(request.top_k, reranker.candidates) if reranker else request.top_k
-    query = SearchQuery(tenant=tenant, text=request.query, mode=request.mode, limit=limit, filter=request.filter)
+    query = SearchQuery(tenant=tenant, text=request.query, mode=mode, limit=limit, filter=request.filter)
     try:
         raw = services.pipeline.search(query, settings.search_timeout_seconds)
     except SearchModeUnsupported as exc:
@@ -106,7 +116,7 @@ def _search(request: SearchRequest, services: Services, tenant: str) -> SearchRe
     if reranker is not None:
         hits, reranked = reranker.rerank(request.query, hits)
     SEARCHES.labels("ok").inc()
-    log.info("searched", mode=request.mode.value, filtered=request.filter is not None, hits=len(hits),
+    log.info("searched", mode=mode.value, filtered=request.filter is not None, hits=len(hits),
              reranked=reranked)
-    return SearchResponse(mode=request.mode, reranked=reranked,
+    return SearchResponse(mode=mode, reranked=reranked,
                           results=_with_documents(services, tenant, hits)[: request.top_k])
