@@ -12,7 +12,7 @@ from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
 from docflow.shared import redis_transport
-from docflow.shared.names import STAGE_OF_TASK, TASK_ROUTES
+from docflow.shared.names import STAGE_OF_TASK, TASK_ROUTES, Task
 from docflow.shared.redis_connection import tls_options
 from docflow.shared.settings import Settings
 from docflow.shared.tracing import install_publish_hook
@@ -82,8 +82,16 @@ def worker_result_backend(settings: Settings) -> str:
 def task_time_limits(settings: Settings) -> dict[str, tuple[int, int]]:
     """(soft, hard) seconds of every docflow task, by name: what the workers enforce
     (the app's task_annotations) and what the gateway's recovery reads to know when a
-    delivery has outlived any run of its task (docflow.gateway.recovery)."""
-    return {task.value: settings.time_limits(stage) for task, stage in STAGE_OF_TASK.items()}
+    delivery has outlived any run of its task (docflow.gateway.recovery). Maintenance
+    has limits of its own (its runs compact whole tables)."""
+    limits = {task.value: settings.time_limits(stage) for task, stage in STAGE_OF_TASK.items()}
+    limits[Task.MAINTAIN.value] = (settings.maintain_soft_time_limit, settings.maintain_time_limit)
+    return limits
+
+
+# Tasks whose outcome nobody reads (GET /v1/tasks reads the document stages' only): a
+# stored result would sit in Redis for result_expires, one per delete or PATCH.
+_RESULTS_IGNORED = (Task.DELETE_VECTORS, Task.UPDATE_METADATA, Task.MAINTAIN)
 
 
 def create_celery_app(name: str, settings: Settings) -> Celery:
@@ -92,6 +100,8 @@ def create_celery_app(name: str, settings: Settings) -> Celery:
     install_publish_hook()
     annotations = {task: {"soft_time_limit": soft, "time_limit": hard}
                    for task, (soft, hard) in task_time_limits(settings).items()}
+    for task in _RESULTS_IGNORED:
+        annotations[task.value]["ignore_result"] = True
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -110,7 +120,7 @@ def create_celery_app(name: str, settings: Settings) -> Celery:
         task_routes=TASK_ROUTES,
         task_annotations=annotations,
         task_track_started=True,
-        result_expires=7 * 24 * 3600,
+        result_expires=settings.result_expires_seconds,
         worker_concurrency=settings.worker_concurrency,
         # structlog owns logging (see docflow.shared.logging).
         worker_hijack_root_logger=False,

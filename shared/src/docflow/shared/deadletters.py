@@ -9,6 +9,7 @@ decode, which is kept (a bounded excerpt) for inspection but cannot be replayed.
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -77,3 +78,59 @@ class DeadLetterStore:
 
     def count(self) -> int:
         return int(self.redis.llen(self.list_key))
+
+    def trim(self, max_age_seconds: int, max_count: int, now: datetime | None = None) -> int:
+        """Forget letters beyond the newest `max_count` and, from the oldest end, those
+        dead-lettered more than `max_age_seconds` ago (0 turns either bound off).
+        Returns how many went. Letters are never kept for good: they held 4.5 KB per
+        failure, for ever, deleted documents' too."""
+        removed = 0
+        if max_count and self.count() > max_count:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.lrange(self.list_key, max_count, -1)
+            pipe.ltrim(self.list_key, 0, max_count - 1)
+            beyond, _ = pipe.execute()
+            if beyond:
+                self.redis.hdel(self.entries_key, *beyond)
+            removed += len(beyond)
+        if max_age_seconds:
+            cutoff = (now or utcnow()) - timedelta(seconds=max_age_seconds)
+            while oldest := self.redis.lrange(self.list_key, -_TRIM_PAGE, -1):
+                letters = dict(zip(oldest, self.redis.hmget(self.entries_key, oldest)))
+                expired = [letter_id for letter_id, raw in letters.items()
+                           if raw is None or _dead_lettered_at(raw) < cutoff]
+                if not expired:
+                    break
+                removed += self._forget(expired)
+                if len(expired) < len(oldest):
+                    break
+        return removed
+
+    def remove_for_documents(self, document_ids: set[str]) -> int:
+        """Forget every letter of these (deleted) documents."""
+        if not document_ids:
+            return 0
+        theirs = [letter_id for letter_id, raw in self.redis.hscan_iter(self.entries_key, count=500)
+                  if json.loads(raw).get("document_id") in document_ids]
+        return self._forget(theirs)
+
+    def _forget(self, letter_ids: "list[str]") -> int:  # (`list` is a method here)
+        if not letter_ids:
+            return 0
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self.entries_key, *letter_ids)
+        for letter_id in letter_ids:
+            pipe.lrem(self.list_key, 0, letter_id)
+        pipe.execute()
+        return len(letter_ids)
+
+
+# Letters read per step while trimming by age from the oldest end.
+_TRIM_PAGE = 100
+
+
+def _dead_lettered_at(raw: str | bytes) -> datetime:
+    try:
+        return datetime.fromisoformat(json.loads(raw)["dead_lettered_at"])
+    except (KeyError, TypeError, ValueError):
+        return datetime.min.replace(tzinfo=UTC)  # unreadable: nothing worth keeping

@@ -132,3 +132,36 @@ def delivered_before(client: redis.Redis, epoch: float) -> list[tuple[str, float
     """(delivery tag, delivered at) of the unacked deliveries made before `epoch`."""
     return [(tag.decode() if isinstance(tag, bytes) else tag, score)
             for tag, score in client.zrange(UNACKED_INDEX_KEY, 0, epoch, byscore=True, withscores=True)]
+
+
+# Put one unacked delivery back on its queue, only if it is still exactly the entry the
+# caller judged (not acked, not restored by kombu meanwhile): all or nothing, in one
+# step, so a delivery is never both acked and requeued, nor requeued twice.
+# KEYS: unacked hash, unacked index, queue; ARGV: tag, entry as read, payload to push.
+_RESTORE_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[3])
+return 1
+"""
+
+
+def restore(client: redis.Redis, tag: str, raw: str | bytes, queues: frozenset[str]) -> bool:
+    """Requeue an unacked delivery as kombu's own restore does (marked redelivered, pushed
+    to the end its consumers take next), if its queue is one of `queues`; False when it
+    is not, or when it was acked or restored meanwhile."""
+    try:
+        payload, _exchange, routing_key = json.loads(raw)[:3]
+    except (TypeError, ValueError):
+        return False
+    # docflow routes every task by a routing key equal to its queue's name (TASK_ROUTES).
+    if not isinstance(payload, dict) or routing_key not in queues:
+        return False
+    try:
+        payload["headers"]["redelivered"] = True
+        payload["properties"]["delivery_info"]["redelivered"] = True
+    except (KeyError, TypeError):
+        pass
+    keys = [UNACKED_KEY, UNACKED_INDEX_KEY, routing_key]
+    return bool(client.eval(_RESTORE_LUA, len(keys), *keys, tag, raw, json.dumps(payload)))

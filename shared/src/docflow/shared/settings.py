@@ -181,6 +181,15 @@ class Settings(BaseSettings):
     # A message redelivered beyond this (its runs keep crashing or hanging the worker:
     # a poison message) is dead-lettered with `redelivery_limit` instead of run again.
     max_deliveries: int = Field(default=10, gt=0)
+    # How long Celery keeps a task's state (and the gateway a task id's owner): what
+    # GET /v1/tasks reads first. Older runs are answered from the document's record,
+    # so a day is enough; every run's three stage results would otherwise stay a week.
+    result_expires_seconds: int = Field(default=24 * 3600, gt=0)
+    # Dead letters are trimmed by the gateway's sweep: older than the age (0 = kept
+    # until replayed or discarded) and beyond the newest count (0 = no bound). A deleted
+    # document's letters go with it.
+    dead_letter_max_age_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+    dead_letter_max_count: int = Field(default=10_000, ge=0)
     worker_concurrency: int = Field(default=1, gt=0)
 
     # --- Observability ----------------------------------------------------------------

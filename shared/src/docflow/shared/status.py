@@ -472,25 +472,58 @@ class StatusStore:
         return self.update(document_id, record.version, status=DocumentStatus.CANCELLED)
 
     def delete(self, document_id: str, tenant: str, pipe: redis.client.Pipeline | None = None) -> None:
-        """Remove the record from everywhere; with `pipe`, only queue the writes on it."""
-        own_pipe = pipe is None
-        if own_pipe:
-            pipe = self.redis.pipeline(transaction=True)
+        """Remove the record from everywhere; with `pipe`, only queue the writes on it.
+
+        The document is remembered, with every task id it had, until every run that
+        might still write for it has ended: then the gateway's sweep removes its storage
+        folder once more (a write that raced the delete) and what Redis keeps per task
+        id (its owner, Celery's results), which those runs may have written after the
+        delete (docflow.gateway.recovery.sweep_deleted).
+        """
+        key = self._doc_key(document_id)
+        if pipe is not None:
+            self._queue_delete(pipe, document_id, tenant, self._task_ids(self.redis, key))
+            return
+
+        def write(watched) -> None:  # the task ids read and the record deleted atomically
+            task_ids = self._task_ids(watched, key)
+            watched.multi()
+            self._queue_delete(watched, document_id, tenant, task_ids)
+
+        self.redis.transaction(write, key)
+
+    @staticmethod
+    def _task_ids(client, key: str) -> list[str]:
+        task_id, previous = client.hmget(key, "task_id", "previous_task_ids")
+        return [*(previous or "").split(), *([task_id] if task_id else [])]
+
+    def _queue_delete(self, pipe, document_id: str, tenant: str, task_ids: list[str]) -> None:
         pipe.delete(self._doc_key(document_id))
         pipe.zrem(self._tenant_key(tenant), document_id)
         for status in DocumentStatus:
             pipe.zrem(self._status_key(tenant, status), document_id)
         pipe.zrem(self.in_flight_key, document_id)
-        # Remembered until every run that might still write for it has ended, when the
-        # gateway's sweep removes its storage folder once more (a write that raced the delete).
-        pipe.zadd(self.deleted_key, {f"{tenant}/{document_id}": time.time()})
-        if own_pipe:
-            pipe.execute()
+        member = f"{tenant}/{document_id}"
+        pipe.zadd(self.deleted_key, {member: time.time()})
+        if task_ids:
+            pipe.hset(self.deleted_tasks_key, member, " ".join(task_ids))
 
     @property
     def deleted_key(self) -> str:
         """Documents deleted recently, as `tenant/document_id`, scored by when."""
         return f"{self.prefix}documents:deleted"
+
+    @property
+    def deleted_tasks_key(self) -> str:
+        """The task ids of each recently deleted document (`tenant/document_id` -> ids)."""
+        return f"{self.prefix}documents:deleted:tasks"
+
+    def deleted_task_ids(self, documents: list[tuple[str, str]]) -> list[str]:
+        """Every task id the given deleted documents had (current and earlier versions)."""
+        if not documents:
+            return []
+        ids = self.redis.hmget(self.deleted_tasks_key, [f"{t}/{d}" for t, d in documents])
+        return [task_id for value in ids if value for task_id in value.split()]
 
     def deleted_before(self, epoch: float, limit: int = 1000) -> list[tuple[str, str]]:
         """(tenant, document id) of documents deleted before `epoch`, oldest first."""
@@ -499,7 +532,11 @@ class StatusStore:
 
     def forget_deleted(self, documents: list[tuple[str, str]]) -> None:
         if documents:
-            self.redis.zrem(self.deleted_key, *(f"{tenant}/{document_id}" for tenant, document_id in documents))
+            members = [f"{tenant}/{document_id}" for tenant, document_id in documents]
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(self.deleted_key, *members)
+            pipe.hdel(self.deleted_tasks_key, *members)
+            pipe.execute()
 
     # --- writes by the stages ------------------------------------------------------
     def begin_stage(self, document_id: str, version: int, stage: str, status: DocumentStatus,

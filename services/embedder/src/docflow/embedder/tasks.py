@@ -66,7 +66,8 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
             _stop_if_superseded(self, msg)
 
     key = msg.key(EMBEDDINGS_ARTIFACT)
-    self.storage.put(key, matrix_to_npy(matrix))
+    if not self.store_artifacts(msg, {key: matrix_to_npy(matrix)}):
+        raise Ignore()  # deleted or reprocessed meanwhile: nothing of it written
     log.info("document embedded", chunks=len(texts), dimensions=matrix.shape[1], provider=provider.name)
     return msg.model_copy(update={"embeddings_key": key}).model_dump()
 

@@ -185,8 +185,9 @@ def extract_range(self: StageTask, message: dict[str, Any], first: int, last: in
         # The pages' parsed contents (streams, fonts) go; the page table stays.
         reader.resolved_objects.clear()
     chunks = chunk_pages(pages, self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
-    self.storage.put(range_key(msg, first, last, PAGES_ARTIFACT), PAGES_JSON.dump_json(pages))
-    self.storage.put(range_key(msg, first, last, CHUNKS_ARTIFACT), CHUNKS_JSON.dump_json(chunks))
+    if not self.store_artifacts(msg, {range_key(msg, first, last, PAGES_ARTIFACT): PAGES_JSON.dump_json(pages),
+                                      range_key(msg, first, last, CHUNKS_ARTIFACT): CHUNKS_JSON.dump_json(chunks)}):
+        return None  # deleted or reprocessed meanwhile: nothing of it written
     metrics.PAGES_EXTRACTED.labels(msg.content_type).inc(len(pages))
     log.info("range extracted", pages=len(pages), chunks=len(chunks))
     return {"first": first, "last": last, "chunks": len(chunks)}
@@ -204,8 +205,9 @@ def extract_merge(self: StageTask, message: dict[str, Any], total: int, range_pa
     chunks = list(_renumbered(self, msg, ranges))
     if not chunks:
         raise PermanentError(ErrorCode.EMPTY_DOCUMENT, NO_TEXT)
-    self.storage.put(msg.key(PAGES_ARTIFACT), _concatenated_pages(self, msg, ranges))
-    self.storage.put(msg.key(CHUNKS_ARTIFACT), CHUNKS_JSON.dump_json(chunks))
+    if not self.store_artifacts(msg, {msg.key(PAGES_ARTIFACT): _concatenated_pages(self, msg, ranges),
+                                      msg.key(CHUNKS_ARTIFACT): CHUNKS_JSON.dump_json(chunks)}):
+        raise Ignore()  # deleted or reprocessed meanwhile: nothing of it written
     metrics.CHUNKS_PRODUCED.labels(msg.content_type).inc(len(chunks))
     self.report(msg, 1, 1, pages=total, chunks=len(chunks))
     RangeProgress(self.redis, self.settings.redis_key_prefix, msg).clear()

@@ -54,8 +54,10 @@ def extract_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]
         pages = read_document(msg.content_type, original, self.settings, _page_reporter(self, msg))
     chunks = chunk_pages(pages, self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
 
-    self.storage.put(msg.key(PAGES_ARTIFACT), PAGES_JSON.dump_json(pages))
-    self.storage.put(msg.key(CHUNKS_ARTIFACT), CHUNKS_JSON.dump_json(chunks))
+    # Delete means gone: a run whose document was deleted (or reprocessed) meanwhile writes nothing.
+    if not self.store_artifacts(msg, {msg.key(PAGES_ARTIFACT): PAGES_JSON.dump_json(pages),
+                                      msg.key(CHUNKS_ARTIFACT): CHUNKS_JSON.dump_json(chunks)}):
+        raise Ignore()
     pages_in_all = page_count(pages)
     metrics.PAGES_EXTRACTED.labels(msg.content_type).inc(len(pages))
     metrics.CHUNKS_PRODUCED.labels(msg.content_type).inc(len(chunks))

@@ -17,6 +17,23 @@ version, exactly like a reprocess; a run of the old version that might still app
 stops itself, as after any reprocess. While its document is in flight a message is
 always in one of those places, except for the instants it moves between them, which
 the idle time and the second scan rule out.
+
+The same sweep does two more things no single request can:
+
+- **A delivery whose worker died is put back on its queue** once it is older than its
+  task's hard time limit (plus a grace), instead of waiting for kombu's visibility
+  timeout (an hour by default: a SIGKILLed embedder's document stayed `embedding` the
+  whole 8.5 minutes watched). No run of it can be live by then: prefetch is off, so a
+  worker starts what it was delivered at once (a retry at its ETA, counted from there),
+  and the pool kills any run at its hard limit, after which the worker acks the
+  message. A delivery still unacked after that belongs to a worker that is gone. The
+  move is one compare-and-set against the entry as read, so an ack or kombu's own
+  restore landing at the same moment wins and nothing is requeued twice.
+- **A deleted document is swept once more** after every run that might still write for
+  it has ended (the longest stage hard limit, plus the grace): its storage folder
+  (a run that wrote between the delete and its own check, then died), its task ids'
+  owners and Celery results (written by runs ending after the delete), and its dead
+  letters. Dead letters are also trimmed by age and count (DOCFLOW_DEAD_LETTER_MAX_*).
 """
 
 import asyncio
@@ -29,9 +46,12 @@ import structlog
 from starlette.concurrency import run_in_threadpool
 
 from docflow.gateway.dependencies import Services
+from docflow.gateway.pipeline import DOCUMENT_STAGES, stage_task_id
 from docflow.gateway.versions import start_new_version
 from docflow.shared import kombu_layout
-from docflow.shared.names import Queue
+from docflow.shared.celery_app import task_time_limits
+from docflow.shared.messages import artifact_prefix
+from docflow.shared.names import Queue, Stage
 from docflow.shared.status import FINAL_STATUSES, utcnow
 
 log = structlog.get_logger(__name__)
@@ -41,6 +61,10 @@ UNACKED_HASH = kombu_layout.UNACKED_KEY
 # A message is between the queue and the unacked hash for a millisecond or so: never
 # at both of two scans this far apart.
 SECOND_SCAN_AFTER_SECONDS = 0.5
+# Past a task's hard limit, the time a run may still take to be killed and acked, or a
+# delivery to reach a pool process: a delivery unacked this much longer has no live run.
+LOST_DELIVERY_GRACE_SECONDS = 30
+_QUEUES = frozenset(queue.value for queue in Queue)
 
 
 def _document_ids(value: Any, depth: int = 0) -> Iterator[str]:
@@ -132,6 +156,56 @@ def recover(services: Services, min_idle_seconds: float) -> list[str]:
     return recovered
 
 
+def restore_lost_deliveries(services: Services, now: float | None = None) -> list[str]:
+    """Put back on their queues the unacked deliveries older than their task's hard time
+    limit plus the grace (their worker is gone); returns the task ids restored."""
+    client = services.redis
+    hard_limits = {task: hard for task, (_, hard) in task_time_limits(services.settings).items()}
+    now = time.time() if now is None else now
+    restored = []
+    for tag, delivered_at in kombu_layout.delivered_before(
+            client, now - min(hard_limits.values()) - LOST_DELIVERY_GRACE_SECONDS):
+        raw = client.hget(kombu_layout.UNACKED_KEY, tag)
+        envelope = kombu_layout.decode(raw, with_body=False)
+        if envelope is None or envelope.task not in hard_limits:
+            continue  # acked meanwhile, or not ours: kombu's visibility timeout applies
+        # A retry waits out its backoff in the worker that took it: it starts at its ETA.
+        started_by = max(delivered_at, envelope.eta or 0.0)
+        if now - started_by <= hard_limits[envelope.task] + LOST_DELIVERY_GRACE_SECONDS:
+            continue
+        if kombu_layout.restore(client, tag, raw, _QUEUES):
+            log.warning("restored a delivery whose worker is gone (unacked past its hard time limit)",
+                        task=envelope.task, task_id=envelope.task_id, queue=envelope.queue,
+                        delivered_seconds_ago=round(now - delivered_at, 1))
+            restored.append(envelope.task_id or tag)
+    return restored
+
+
+def sweep_deleted(services: Services, now: float | None = None) -> int:
+    """Sweep the documents deleted before any run of them can still be going (see the
+    module's docstring); returns how many were swept."""
+    settings = services.settings
+    longest = max(settings.time_limits(stage)[1] for stage in Stage)
+    now = time.time() if now is None else now
+    documents = services.status.deleted_before(now - longest - LOST_DELIVERY_GRACE_SECONDS)
+    if not documents:
+        return 0
+    task_ids = services.status.deleted_task_ids(documents)
+    for tenant, document_id in documents:
+        if removed := services.storage.delete_prefix(artifact_prefix(tenant, document_id)):
+            log.warning("removed what a run wrote for a deleted document after its delete",
+                        document_id=document_id, tenant=tenant, objects=removed)
+    services.tasks.forget_all(task_ids)
+    backend = services.celery.backend
+    result_keys = [backend.get_key_for_task(stage_task_id(task_id, stage))
+                   for task_id in task_ids for stage, _ in DOCUMENT_STAGES]
+    if result_keys:
+        services.redis.delete(*result_keys)
+    services.dead_letters.remove_for_documents({document_id for _, document_id in documents})
+    services.status.forget_deleted(documents)
+    return len(documents)
+
+
 def sweep_once(services: Services) -> list[str] | None:
     """One sweep, by whichever replica takes the lock first; None if another has it."""
     settings = services.settings
@@ -141,6 +215,10 @@ def sweep_once(services: Services) -> list[str] | None:
     # A deployment from before the per-status sets builds them once (then a no-op).
     if indexed := services.status.ensure_status_index():
         log.info("built the per-status listing sets", documents=indexed)
+    restore_lost_deliveries(services)
+    sweep_deleted(services)
+    if trimmed := services.dead_letters.trim(settings.dead_letter_max_age_seconds, settings.dead_letter_max_count):
+        log.info("trimmed dead letters", removed=trimmed)
     return recover(services, settings.recovery_min_idle_seconds)
 
 

@@ -2,8 +2,9 @@
 
 `GET /v1/tasks/{task_id}` must not reveal another tenant's task, and Celery's result
 backend knows nothing of tenants; this small Redis hash per task id does. It lives
-as long as Celery keeps the results it describes, and it outlives a deleted
-document so a client can still see how the deleted document's run ended.
+as long as Celery keeps the results it describes (DOCFLOW_RESULT_EXPIRES_SECONDS), and
+a deleted document's go with its results once its last run has ended (the gateway's
+sweep, docflow.gateway.recovery.sweep_deleted).
 """
 
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ class TaskRegistry:
 
     def forget(self, task_id: str) -> None:
         self.redis.delete(self._key(task_id))
+
+    def forget_all(self, task_ids: list[str]) -> int:
+        return int(self.redis.delete(*(self._key(task_id) for task_id in task_ids))) if task_ids else 0
 
     def owner(self, task_id: str) -> TaskOwner | None:
         tenant, document_id = self.redis.hmget(self._key(task_id), "tenant", "document_id")
