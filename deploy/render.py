@@ -210,6 +210,10 @@ _DOCUMENTED_AS_A_WHOLE = {
     "redis.resources",
     *(f"{s}.resources" for s in ("gateway", "extractor", "embedder", "indexer")),
     *(f"{s}.autoscaling.behavior" for s in ("extractor", "embedder", "indexer")),
+    # The query-only and maintenance workers' blocks (docflow.shared.names.WorkerRole).
+    *(f"{s}.resources" for s in ("embedder.query", "indexer.query", "indexer.maintenance")),
+    *(f"{s}.autoscaling.behavior" for s in ("embedder.query", "indexer.query")),
+    "indexer.maintenance.strategy",
 }
 
 

@@ -14,6 +14,12 @@ SHARED = REPO.parent / "shared"
 
 WORKERS = ("extractor", "embedder", "indexer")
 SERVICES = ("gateway", *WORKERS)
+# The other worker Deployments, `<service>-<role>` (docflow.shared.names.WorkerRole):
+# query-only workers (autoscaled on their query queue) and the maintenance worker.
+QUERY_WORKERS = ("embedder-query", "indexer-query")
+MAINTENANCE_WORKERS = ("indexer-maintenance",)
+ALL_WORKERS = (*WORKERS, *QUERY_WORKERS, *MAINTENANCE_WORKERS)
+AUTOSCALED_WORKERS = (*WORKERS, *QUERY_WORKERS)
 
 # Value sets the chart must render, validate and pass checkov with.
 SCENARIOS: dict[str, dict] = {
@@ -56,8 +62,8 @@ SCENARIOS: dict[str, dict] = {
     "local-storage-no-autoscaling": {
         "storage": {"backend": "local", "local": {"accessModes": ["ReadWriteOnce"]}},
         "extractor": {"autoscaling": {"enabled": False}},
-        "embedder": {"autoscaling": {"enabled": False}},
-        "indexer": {"autoscaling": {"enabled": False}},
+        "embedder": {"autoscaling": {"enabled": False}, "query": {"autoscaling": {"enabled": False}}},
+        "indexer": {"autoscaling": {"enabled": False}, "query": {"autoscaling": {"enabled": False}}},
         "gateway": {"autoscaling": {"enabled": False}},
     },
     "ingress-openai-no-auth": {

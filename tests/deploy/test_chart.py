@@ -2,7 +2,8 @@
 configuration, and refuses wrong values at install time."""
 
 import pytest
-from deploy_support import SCENARIOS, WORKERS, containers, env_value, named, of_kind
+from deploy_support import (ALL_WORKERS, AUTOSCALED_WORKERS, SCENARIOS, WORKERS, containers, env_value, named,
+                            of_kind)
 
 
 def test_chart_lints_clean_in_strict_mode(chart):
@@ -20,7 +21,7 @@ def test_chart_lints_clean_with_each_scenario(chart, scenario):
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_every_scenario_renders_every_service(scenario_manifests, scenario):
     objects = scenario_manifests[scenario]
-    for service in ("gateway", *WORKERS):
+    for service in ("gateway", *ALL_WORKERS):
         named(objects, "Deployment", f"docflow-{service}")
     assert all(obj["metadata"].get("namespace") == "docflow"
                for obj in objects if obj["kind"] != "Namespace")
@@ -30,11 +31,12 @@ def test_every_scenario_renders_every_service(scenario_manifests, scenario):
 
 def test_defaults_scale_each_worker_with_keda_on_its_own_queue(default_manifests):
     scaled = {obj["metadata"]["name"]: obj for obj in of_kind(default_manifests, "ScaledObject")}
-    assert set(scaled) == {f"docflow-{worker}" for worker in WORKERS}
+    # The query-only workers scale on their query queue too; maintenance is one replica.
+    assert set(scaled) == {f"docflow-{worker}" for worker in AUTOSCALED_WORKERS}
     assert of_kind(default_manifests, "TriggerAuthentication")
     hpas = [obj["metadata"]["name"] for obj in of_kind(default_manifests, "HorizontalPodAutoscaler")]
     assert hpas == ["docflow-gateway"], "with KEDA, workers must not also have a plain HPA"
-    for worker in WORKERS:
+    for worker in AUTOSCALED_WORKERS:
         assert "replicas" not in named(default_manifests, "Deployment", f"docflow-{worker}")["spec"], \
             "the autoscaler owns the replica count"
 
@@ -42,7 +44,7 @@ def test_defaults_scale_each_worker_with_keda_on_its_own_queue(default_manifests
 def test_without_keda_each_worker_gets_a_cpu_hpa(scenario_manifests):
     objects = scenario_manifests["keda-off"]
     assert not of_kind(objects, "ScaledObject") and not of_kind(objects, "TriggerAuthentication")
-    for worker in WORKERS:
+    for worker in AUTOSCALED_WORKERS:
         hpa = named(objects, "HorizontalPodAutoscaler", f"docflow-{worker}")
         assert hpa["spec"]["minReplicas"] >= 1
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
@@ -111,7 +113,7 @@ def test_local_storage_shares_one_volume(scenario_manifests):
     objects = scenario_manifests["local-storage-no-autoscaling"]
     claim = named(objects, "PersistentVolumeClaim", "docflow-data")
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    for service in ("gateway", *WORKERS):
+    for service in ("gateway", *ALL_WORKERS):
         deployment = named(objects, "Deployment", f"docflow-{service}")
         assert deployment["spec"]["replicas"] >= 1
         volumes = deployment["spec"]["template"]["spec"]["volumes"]

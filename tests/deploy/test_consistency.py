@@ -4,10 +4,11 @@ PodMonitor/ServiceMonitor, DOCFLOW_METRICS_PORT), and its time limits (task limi
 visibility timeout, termination grace period)."""
 
 import pytest
-from deploy_support import (SCENARIOS, WORKERS, containers, container_port, env_value, named, of_kind,
+from deploy_support import (ALL_WORKERS, SCENARIOS, WORKERS, containers, container_port, env_value, named, of_kind,
                             selected_workloads, selects)
 
-from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Stage, queues_of_stage
+from docflow.shared.names import (QUEUE_OF_STAGE, SERVICE_OF_STAGE, TASK_ROUTES, Stage, WorkerRole, queues_of_role,
+                                  queues_of_stage, roles_of_stage)
 from docflow.shared.settings import Settings
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}
@@ -42,6 +43,89 @@ def test_worker_queue_equals_keda_list_name_equals_shared_names(scenario_manifes
             triggers = scaled["spec"]["triggers"]
             assert all(t["type"] == "redis" and t["metricType"] == "AverageValue" for t in triggers)
             assert [t["metadata"]["listName"] for t in triggers] == queues
+
+
+ROLE_DEPLOYMENTS = {f"{SERVICE_OF_STAGE[stage]}-{role.value}": (stage, role)
+                    for stage in Stage for role in roles_of_stage(stage) if role is not WorkerRole.DOCUMENT}
+
+
+def test_the_chart_runs_a_deployment_per_worker_role_of_shared_names():
+    assert set(ROLE_DEPLOYMENTS) == set(ALL_WORKERS) - set(WORKERS)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("component", sorted(ROLE_DEPLOYMENTS))
+def test_role_worker_consumes_only_its_roles_queue(scenario_manifests, scenario, component):
+    """The query-only and maintenance Deployments: -Q from queues_of_role, their own node
+    name, and a KEDA trigger (if any) on exactly that queue."""
+    objects = scenario_manifests[scenario]
+    stage, role = ROLE_DEPLOYMENTS[component]
+    service = SERVICE_OF_STAGE[stage]
+    deployment = named(objects, "Deployment", f"docflow-{component}")
+    (container,) = containers(deployment)
+    args = container["args"]
+    assert args[:4] == ["celery", "-A", f"docflow.{service}.worker", "worker"]
+    queues = [queue.value for queue in queues_of_role(stage, role)]
+    assert option(args, "-Q") == ",".join(queues)
+    assert option(args, "-n") == f"{component}@%h"
+    for scaled in of_kind(objects, "ScaledObject"):
+        if scaled["spec"]["scaleTargetRef"]["name"] == f"docflow-{component}":
+            assert [t["metadata"]["listName"] for t in scaled["spec"]["triggers"]] == queues
+    if role is WorkerRole.QUERY and service == "embedder":
+        assert option(args, "--concurrency") == "1", "each query embedder process loads its own model"
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_routed_queue_is_consumed_by_some_deployment(scenario_manifests, scenario):
+    """A task routed to a queue no Deployment consumes would wait forever (names.py's
+    TASK_ROUTES against every worker's -Q)."""
+    objects = scenario_manifests[scenario]
+    consumed = set()
+    for deployment in of_kind(objects, "Deployment"):
+        for container in containers(deployment):
+            args = container.get("args") or []
+            if "-Q" in args:
+                consumed.update(option(args, "-Q").split(","))
+    routed = {route["queue"] for route in TASK_ROUTES.values()}
+    assert routed <= consumed, f"routed but never consumed: {sorted(routed - consumed)}"
+
+
+def test_maintenance_runs_one_at_a_time_with_its_own_limits(scenario_manifests):
+    for scenario, objects in scenario_manifests.items():
+        deployment = named(objects, "Deployment", "docflow-indexer-maintenance")
+        spec = deployment["spec"]
+        assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}, scenario
+        assert not [o for o in of_kind(objects, "ScaledObject") + of_kind(objects, "HorizontalPodAutoscaler")
+                    if o["spec"]["scaleTargetRef"]["name"] == "docflow-indexer-maintenance"], scenario
+        (container,) = containers(deployment)
+        assert option(container["args"], "--concurrency") == "1"
+        soft = int(env_value(container, "DOCFLOW_MAINTAIN_SOFT_TIME_LIMIT"))
+        hard = int(env_value(container, "DOCFLOW_MAINTAIN_TIME_LIMIT"))
+        assert soft < hard < spec["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert hard < int(env_value(container, "DOCFLOW_VISIBILITY_TIMEOUT"))
+
+
+def test_index_maintenance_settings_reach_every_indexer_role(default_manifests, default_values):
+    """The document indexer schedules runs (writes, delay), the query indexer reads the
+    vector index (nprobes, refine factor), the maintenance worker runs them: one set."""
+    maintenance, vector_index = default_values["indexer"]["maintenance"], default_values["indexer"]["vectorIndex"]
+    expected = {
+        "DOCFLOW_INDEX_VERSION_RETENTION_SECONDS": maintenance["versionRetentionSeconds"],
+        "DOCFLOW_INDEX_MAINTENANCE_WRITES": maintenance["writes"],
+        "DOCFLOW_INDEX_MAINTENANCE_DELAY_SECONDS": maintenance["delaySeconds"],
+        "DOCFLOW_VECTOR_INDEX_MIN_ROWS": vector_index["minRows"],
+        "DOCFLOW_VECTOR_INDEX_NPROBES": vector_index["nprobes"],
+        "DOCFLOW_VECTOR_INDEX_REFINE_FACTOR": vector_index["refineFactor"],
+    }
+    fields = Settings.model_fields
+    for component in ("indexer", "indexer-query", "indexer-maintenance"):
+        (container,) = containers(named(default_manifests, "Deployment", f"docflow-{component}"))
+        for name, value in expected.items():
+            assert env_value(container, name) == str(value), (component, name)
+            # The chart's defaults are the services' defaults.
+            assert fields[name.removeprefix("DOCFLOW_").lower()].default == value, name
+    assert fields["maintain_time_limit"].default == maintenance["timeLimits"]["hardSeconds"]
+    assert fields["maintain_soft_time_limit"].default == maintenance["timeLimits"]["softSeconds"]
 
 
 def test_each_scaled_object_targets_its_own_worker(default_manifests, default_values):
@@ -104,7 +188,8 @@ def test_each_pod_serves_metrics_on_the_port_its_monitor_scrapes(scenario_manife
         assert port == int(env_value(container, "DOCFLOW_GATEWAY_PORT")), \
             "the gateway listens where it is scraped"
     if scenario != "monitoring-off":
-        assert {component_of(m) for m in pod_monitors} == set(WORKERS)
+        # Every worker Deployment is scraped, the query-only and maintenance ones too.
+        assert {component_of(m) for m in pod_monitors} == set(ALL_WORKERS)
         assert [component_of(m) for m in of_kind(objects, "ServiceMonitor")] == ["gateway"]
 
 
@@ -142,12 +227,15 @@ def test_every_process_sees_the_same_limits_and_accepts_them(scenario_manifests,
                if e["name"].startswith("DOCFLOW_") and "value" in e and "$(" not in e["value"]}
         limits = {k: v for k, v in env.items()
                   if k.endswith("TIME_LIMIT") or k == "DOCFLOW_VISIBILITY_TIMEOUT"}
-        assert len(limits) == 2 * len(Stage) + 1, f"{service} lacks some stage's limits"
+        # Each stage's two, the visibility timeout, and maintenance's two (Settings
+        # checks the visibility timeout against those as well).
+        assert len(limits) == 2 * len(Stage) + 1 + 2, f"{service} lacks some stage's limits"
         seen.add(tuple(sorted(limits.items())))
         settings = Settings(**{k.removeprefix("DOCFLOW_").lower(): v for k, v in limits.items()})
         for stage in Stage:
             soft, hard = settings.time_limits(stage)
             assert soft < hard < settings.visibility_timeout
+        assert settings.maintain_soft_time_limit < settings.maintain_time_limit < settings.visibility_timeout
     assert len(seen) == 1, "every container must get the same limits"
 
 

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import yaml
-from deploy_support import REPO, SERVICES, containers, named, of_kind
+from deploy_support import QUERY_WORKERS, REPO, SERVICES, containers, named, of_kind
 
 
 @pytest.fixture(scope="module")
@@ -102,5 +102,6 @@ def test_no_keda_profile_swaps_scaled_objects_for_cpu_hpas(skaffold, chart):
     no_keda = profile(skaffold, "no-keda")
     objects = chart.manifests(release_values(apply_patches(skaffold, no_keda["patches"])))
     assert not of_kind(objects, "ScaledObject")
+    # The query-only workers get one too (their ScaledObjects are swapped likewise).
     assert {h["metadata"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")} == {
-        f"docflow-{s}" for s in SERVICES}
+        f"docflow-{s}" for s in (*SERVICES, *QUERY_WORKERS)}

@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from docflow.devstack import samples
-from docflow.devstack.stack import default_concurrency
+from docflow.devstack.stack import default_concurrency, worker_name
 from docflow.gateway.main import create_app
-from docflow.shared.names import Stage, queues_of_stage
+from docflow.shared.names import Queue, Stage, WorkerRole, queues_of_role, queues_of_stage, roles_of_stage
 
 ADMIN_KEY = "e2e-admin-key"
 
@@ -70,12 +70,20 @@ def long_text(paragraphs: int) -> bytes:
 
 def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, api_a, admin):
     workers = admin.get("/v1/admin/workers").json()["workers"]
-    by_stage = {stage: [w for w in workers if w["stages"] == [stage.value]] for stage in Stage}
-    for stage, found in by_stage.items():
-        assert len(found) == 1, (stage, workers)
-        assert sorted(found[0]["queues"]) == sorted(queue.value for queue in queues_of_stage(stage))
-        # What the local stack starts: one MiniLM process per core for embed, else one.
-        assert found[0]["concurrency"] == default_concurrency(stage, "minilm")
+    # Every worker the stack runs, by its role: the document worker per stage (the
+    # query queue as its fallback), plus query-only and maintenance workers.
+    for stage in Stage:
+        for role in roles_of_stage(stage):
+            name = worker_name(stage, role)
+            found = [w for w in workers if w["name"].startswith(f"{name}@")]
+            assert len(found) == 1, (name, workers)
+            assert found[0]["stages"] == [stage.value]
+            assert sorted(found[0]["queues"]) == sorted(queue.value for queue in queues_of_role(stage, role))
+            # What the local stack starts: one MiniLM process per core for documents'
+            # embeds, else one (a query-only embedder loads one model).
+            expected = default_concurrency(stage, "minilm") if role is WorkerRole.DOCUMENT else 1
+            assert found[0]["concurrency"] == expected
+    assert queues_of_role(Stage.EMBED, WorkerRole.DOCUMENT) == queues_of_stage(Stage.EMBED)
 
     # Long enough that the embed task runs for seconds: each admin call waits up to a
     # second for the workers' answers.
@@ -84,7 +92,8 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
 
     def embedding_in_flight() -> bool:
         workers = admin.get("/v1/admin/workers").json()["workers"]
-        embedder = next(w for w in workers if w["stages"] == ["embed"])
+        # The document embedder (the query-only one serves the same stage).
+        embedder = next(w for w in workers if w["name"].startswith(f"{worker_name(Stage.EMBED)}@"))
         if embedder["active_tasks"] != 1:
             return False
         queues = {q["name"]: q for q in admin.get("/v1/admin/queues").json()["queues"]}
@@ -99,10 +108,14 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
         time.sleep(0.05)
 
     assert seen["queues"]["docflow.embed"]["consumers"] == 1
-    assert seen["queues"]["docflow.query.embed"]["consumers"] == 1
+    # The query queue: the query-only embedder, and the document embedder as its fallback.
+    assert seen["queues"]["docflow.query.embed"]["consumers"] == 2
     (task,) = seen["embedder"]["active"]
     assert task["name"] == "docflow.embed.document"
     assert task["started_at"] is not None
     assert api_a.wait_final(document_id)["status"] == "completed"
     after = admin.get("/v1/admin/queues").json()
-    assert all(q["in_flight"] == 0 and q["backlog"] == 0 for q in after["queues"]), after
+    # Every document and query queue is drained; the maintenance worker may hold the
+    # run the index writes scheduled (it waits out its countdown unacked).
+    assert all(q["in_flight"] == 0 and q["backlog"] == 0 for q in after["queues"]
+               if q["name"] != Queue.MAINTENANCE.value), after

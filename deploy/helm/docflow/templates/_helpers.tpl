@@ -143,6 +143,12 @@ indexer: INDEX
 - name: DOCFLOW_{{ $stage }}_TIME_LIMIT
   value: {{ $limits.hardSeconds | quote }}
 {{- end }}
+{{- /* Index maintenance runs on its own worker with its own, longer limits. */}}
+{{- $maintain := .Values.indexer.maintenance.timeLimits }}
+- name: DOCFLOW_MAINTAIN_SOFT_TIME_LIMIT
+  value: {{ $maintain.softSeconds | quote }}
+- name: DOCFLOW_MAINTAIN_TIME_LIMIT
+  value: {{ $maintain.hardSeconds | quote }}
 - name: DOCFLOW_VISIBILITY_TIMEOUT
   value: {{ .Values.celery.visibilityTimeoutSeconds | quote }}
 {{- end }}
@@ -278,6 +284,13 @@ Misconfigurations the schema cannot express fail the render with a clear message
 {{- if le (int $root.Values.celery.visibilityTimeoutSeconds) (int $limits.hardSeconds) }}
 {{- fail (printf "celery.visibilityTimeoutSeconds (%v) must exceed %s.timeLimits.hardSeconds (%v): a longer task would be redelivered while it still runs" $root.Values.celery.visibilityTimeoutSeconds $service $limits.hardSeconds) }}
 {{- end }}
+{{- end }}
+{{- $maintain := .Values.indexer.maintenance.timeLimits }}
+{{- if le (int $maintain.hardSeconds) (int $maintain.softSeconds) }}
+{{- fail (printf "indexer.maintenance.timeLimits.hardSeconds (%v) must exceed softSeconds (%v)" $maintain.hardSeconds $maintain.softSeconds) }}
+{{- end }}
+{{- if le (int .Values.celery.visibilityTimeoutSeconds) (int $maintain.hardSeconds) }}
+{{- fail (printf "celery.visibilityTimeoutSeconds (%v) must exceed indexer.maintenance.timeLimits.hardSeconds (%v): a longer run would be redelivered while it still runs" .Values.celery.visibilityTimeoutSeconds $maintain.hardSeconds) }}
 {{- end }}
 {{- if and (not .Values.redis.bundled) (not .Values.redis.external.url) }}
 {{- fail "redis.external.url is required when redis.bundled is false" }}

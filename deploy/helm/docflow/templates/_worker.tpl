@@ -2,20 +2,36 @@
 One Celery worker stage: Deployment, its autoscaler (KEDA ScaledObject on the stage's
 Redis list, or a CPU HPA without KEDA), PodDisruptionBudget, PodMonitor and
 NetworkPolicy. Each worker's own template file calls this with
-(dict "root" $ "service" "extractor" "env" <extra env entries as YAML>).
+(dict "root" $ "service" "extractor" "env" <extra env entries as YAML>), and once more
+per extra role with "role" "query" or "role" "maintenance": a worker of that service
+on that role's queue only, its values the service's with `<service>.<role>`'s keys instead
+(docflow.shared.names.WorkerRole / queues_of_role).
 */}}
 {{- define "docflow.worker" -}}
 {{- $root := .root }}
 {{- $service := .service }}
-{{- $values := index $root.Values $service }}
-{{- $fullname := printf "%s-%s" (include "docflow.fullname" $root) $service }}
-{{- $labels := include "docflow.labels" (dict "root" $root "component" $service) }}
-{{- $selector := include "docflow.selectorLabels" (dict "root" $root "component" $service) }}
-{{- $autoscaling := $values.autoscaling }}
+{{- $role := .role | default "" }}
+{{- $base := index $root.Values $service }}
+{{- $values := $base }}
+{{- $component := $service }}
 {{- /* One value sets both the worker's -Q and KEDA's listName. A search queue comes
-first in -Q: kombu takes the first non-empty list, then rotates it to the back. */}}
-{{- $queue := $values.queue }}
-{{- $queues := compact (list $values.queryQueue $queue) }}
+first in the document worker's -Q (kept there as a fallback for while the query-only
+worker restarts): kombu takes the first non-empty list, then rotates it to the back. */}}
+{{- $queues := compact (list $base.queryQueue $base.queue) }}
+{{- if $role }}
+{{- /* Whole top-level keys: the role's win, the rest come from the service (no deep
+merge: sprig's merges take a `false` for "unset"). */}}
+{{- $values = deepCopy (index $base $role) }}
+{{- range $key, $value := omit $base "query" "maintenance" }}
+{{- if not (hasKey $values $key) }}{{- $_ := set $values $key $value }}{{- end }}
+{{- end }}
+{{- $component = printf "%s-%s" $service $role }}
+{{- $queues = list (ternary $base.queryQueue $base.maintenanceQueue (eq $role "query")) }}
+{{- end }}
+{{- $fullname := printf "%s-%s" (include "docflow.fullname" $root) $component }}
+{{- $labels := include "docflow.labels" (dict "root" $root "component" $component) }}
+{{- $selector := include "docflow.selectorLabels" (dict "root" $root "component" $component) }}
+{{- $autoscaling := $values.autoscaling }}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -29,6 +45,10 @@ spec:
   replicas: {{ $values.replicas }}
   {{- end }}
   revisionHistoryLimit: 5
+  {{- with $values.strategy }}
+  strategy:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   selector:
     matchLabels:
       {{- $selector | nindent 6 }}
@@ -71,7 +91,7 @@ spec:
             - -Q
             - {{ join "," $queues }}
             - -n
-            - {{ $service }}@%h
+            - {{ $component }}@%h
             - --concurrency
             - {{ $values.concurrency | quote }}
             - --loglevel
@@ -246,7 +266,8 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
-  # job="<service>" (extractor, embedder, indexer): what dashboards and rules select on.
+  # job="<component>" (extractor, embedder, indexer, embedder-query, indexer-query,
+  # indexer-maintenance): what dashboards and rules select on.
   jobLabel: app.kubernetes.io/component
   namespaceSelector:
     matchNames: [{{ $root.Release.Namespace }}]

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from docflow.devstack.stack import DEV_API_KEYS, LocalStack
+from docflow.devstack.stack import DEV_API_KEYS, LocalStack, worker_name
 from docflow.shared.names import SERVICE_OF_STAGE
 
 
@@ -30,11 +30,14 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    print("Starting docflow: redis, extractor, embedder, indexer, gateway ...", flush=True)
+    print("Starting docflow: redis, extractor, embedder (+ query), indexer (+ query, maintenance), gateway ...",
+          flush=True)
     stack.start()
     api_key = env.get("DOCFLOW_API_KEYS", DEV_API_KEYS).split(",")[0].split("=")[0]
     worker_metrics = "".join(f"\n            {stack.metrics_url(stage)}   ({SERVICE_OF_STAGE[stage]})"
                              for stage in stack.metrics_ports)
+    worker_metrics += "".join(f"\n            {stack.metrics_url(stage, role)}   ({worker_name(stage, role)})"
+                              for stage, role in stack.side_metrics_ports)
     print(f"""
 docflow is running.
   Gateway:  {stack.gateway_url}   (API docs: {stack.gateway_url}/docs)
@@ -49,7 +52,8 @@ Press Ctrl-C to stop.
 """, flush=True)
     try:
         while not stopping:
-            dead = [p.name for p in [stack.gateway, *stack.workers.values()] if p and not p.alive()]
+            dead = [p.name for p in [stack.gateway, *stack.workers.values(), *stack.side_workers.values()]
+                    if p and not p.alive()]
             if dead:
                 print(f"docflow: {', '.join(dead)} exited; see {stack.logs_dir}/; stopping.", file=sys.stderr)
                 return 1

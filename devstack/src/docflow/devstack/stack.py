@@ -1,4 +1,8 @@
-"""The local stack: redis-server, one Celery worker per stage, and the gateway.
+"""The local stack: redis-server, the Celery workers of every stage, and the gateway.
+
+Each stage runs its document worker; the embedder and the indexer also run a
+query-only worker (searches never wait for a document task), and the indexer a
+maintenance worker (Queue.MAINTENANCE, one run at a time), as the chart does.
 
 `make run` starts it in the foreground; the end-to-end tests start the very same
 stack, so what the tests prove is what a user runs.
@@ -16,18 +20,26 @@ from celery import Celery
 from docflow.devstack.processes import Process, free_port, wait_until
 from docflow.devstack.redis_server import RedisServer
 from docflow.shared.celery_app import create_celery_app
-from docflow.shared.names import SERVICE_OF_STAGE, Stage, queues_of_stage
+from docflow.shared.names import SERVICE_OF_STAGE, Stage, WorkerRole, queues_of_role, roles_of_stage
 from docflow.shared.settings import Settings
 
 DEV_API_KEYS = "dev-key=dev"
 
 
-def worker_argv(stage: Stage, concurrency: int = 1, node: str | None = None) -> list[str]:
-    """The command that runs one stage's worker on that stage's queues only."""
+def worker_name(stage: Stage, role: WorkerRole = WorkerRole.DOCUMENT) -> str:
+    """A worker's name before the @: the service for its document worker (what Celery's
+    node name, the logs and the chart call it), `<service>-<role>` for the others."""
+    service = SERVICE_OF_STAGE[stage]
+    return service if role is WorkerRole.DOCUMENT else f"{service}-{role.value}"
+
+
+def worker_argv(stage: Stage, concurrency: int = 1, node: str | None = None,
+                role: WorkerRole = WorkerRole.DOCUMENT) -> list[str]:
+    """The command that runs one of a stage's workers on its role's queues only."""
     service = SERVICE_OF_STAGE[stage]
     return [
         sys.executable, "-m", "celery", "-A", f"docflow.{service}.worker", "worker",
-        "-Q", ",".join(q.value for q in queues_of_stage(stage)), "-n", node or f"{service}@%h",
+        "-Q", ",".join(q.value for q in queues_of_role(stage, role)), "-n", node or f"{worker_name(stage, role)}@%h",
         "--concurrency", str(concurrency), "--loglevel", "INFO",
         # Gossip and mingle sync state between workers at start-up; a stage's workers
         # share nothing that needs it, and skipping it makes start-up seconds faster.
@@ -61,6 +73,11 @@ class LocalStack:
     # Each stage's worker serves /metrics on its own port (a pod's DOCFLOW_METRICS_PORT).
     metrics_ports: dict[Stage, int] = field(default_factory=dict)
     gateway: Process | None = None
+    # The query-only and maintenance workers (start() starts them unless this is off:
+    # a test that pins what the document workers alone do can leave them out).
+    side_workers_enabled: bool = True
+    side_workers: dict[tuple[Stage, WorkerRole], Process] = field(default_factory=dict)
+    side_metrics_ports: dict[tuple[Stage, WorkerRole], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -92,17 +109,20 @@ class LocalStack:
             env["DOCFLOW_REDIS_URL"] = self.redis_url
         return env
 
-    def metrics_url(self, stage: Stage) -> str:
-        return f"http://127.0.0.1:{self.metrics_ports[stage]}/metrics"
+    def metrics_url(self, stage: Stage, role: WorkerRole = WorkerRole.DOCUMENT) -> str:
+        port = self.metrics_ports[stage] if role is WorkerRole.DOCUMENT else self.side_metrics_ports[(stage, role)]
+        return f"http://127.0.0.1:{port}/metrics"
 
-    def worker_env(self, stage: Stage) -> dict[str, str]:
+    def worker_env(self, stage: Stage, role: WorkerRole = WorkerRole.DOCUMENT) -> dict[str, str]:
         """A worker's environment: its own metrics port, and a fresh multiprocess
         directory for prometheus_client, set before Python starts (DESIGN.md)."""
-        previous = self.workers.get(stage)
-        if stage not in self.metrics_ports or (previous is not None and previous.alive()):
-            self.metrics_ports[stage] = free_port()
-        port = self.metrics_ports[stage]
-        multiproc_dir = self.data_dir / "metrics" / f"{SERVICE_OF_STAGE[stage]}-{port}"
+        workers, ports, key = ((self.workers, self.metrics_ports, stage) if role is WorkerRole.DOCUMENT
+                               else (self.side_workers, self.side_metrics_ports, (stage, role)))
+        previous = workers.get(key)
+        if key not in ports or (previous is not None and previous.alive()):
+            ports[key] = free_port()
+        port = ports[key]
+        multiproc_dir = self.data_dir / "metrics" / f"{worker_name(stage, role)}-{port}"
         shutil.rmtree(multiproc_dir, ignore_errors=True)
         multiproc_dir.mkdir(parents=True)
         return {**self.process_env(), "DOCFLOW_METRICS_HOST": "127.0.0.1",
@@ -125,9 +145,13 @@ class LocalStack:
                 self.redis_url = self.redis.url
             for stage in Stage:
                 self.start_worker(stage)
+            for stage, role in self.side_roles():
+                self.start_side_worker(stage, role)
             self.start_gateway()
             for stage in Stage:
                 self.wait_for_worker(stage)
+            for stage, role in self.side_roles():
+                self.wait_for_worker(stage, role)
         except BaseException:
             self.stop()
             raise
@@ -142,14 +166,31 @@ class LocalStack:
         self.workers[stage] = process
         return process
 
-    def wait_for_worker(self, stage: Stage, timeout: float = 120) -> None:
-        """Until the stage's worker answers a broadcast ping (it consumes its queue)."""
-        service = SERVICE_OF_STAGE[stage]
+    def side_roles(self) -> list[tuple[Stage, WorkerRole]]:
+        """The query-only and maintenance workers this stack runs."""
+        if not self.side_workers_enabled:
+            return []
+        return [(stage, role) for stage in Stage for role in roles_of_stage(stage) if role is not WorkerRole.DOCUMENT]
+
+    def start_side_worker(self, stage: Stage, role: WorkerRole) -> Process:
+        """A query-only or maintenance worker: one process each. The query embedder
+        loads its own copy of the model (~100 MB+), so one is what a laptop can spare;
+        maintenance must run one at a time anyway (the per-tenant lock makes sure)."""
+        name = worker_name(stage, role)
+        process = Process(name, worker_argv(stage, 1, role=role), self.worker_env(stage, role),
+                          self.logs_dir / f"{name}.log").start()
+        self.side_workers[(stage, role)] = process
+        return process
+
+    def wait_for_worker(self, stage: Stage, role: WorkerRole = WorkerRole.DOCUMENT, timeout: float = 120) -> None:
+        """Until the worker answers a broadcast ping (it consumes its queues)."""
+        name = worker_name(stage, role)
+        process = self.workers[stage] if role is WorkerRole.DOCUMENT else self.side_workers[(stage, role)]
         app = self.celery()
         try:
             wait_until(lambda: any(
-                name.startswith(f"{service}@") for reply in app.control.ping(timeout=1.0) for name in reply
-            ), timeout, f"{service} worker", self.workers[stage].popen)
+                node.startswith(f"{name}@") for reply in app.control.ping(timeout=1.0) for node in reply
+            ), timeout, f"{name} worker", process.popen)
         finally:
             app.close()
 
@@ -163,7 +204,7 @@ class LocalStack:
     def stop(self) -> None:
         if self.gateway:
             self.gateway.stop()
-        for process in self.workers.values():
+        for process in [*self.workers.values(), *self.side_workers.values()]:
             process.stop()
         if self.redis:
             self.redis.stop()

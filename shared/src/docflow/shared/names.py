@@ -67,6 +67,36 @@ def queues_of_stage(stage: Stage) -> list[Queue]:
     return [query, QUEUE_OF_STAGE[stage]] if query else [QUEUE_OF_STAGE[stage]]
 
 
+class WorkerRole(StrEnum):
+    """The kinds of worker a stage runs (each its own Deployment, `make run` process)."""
+
+    # Documents (the stage's document queue), and its query queue as a fallback.
+    DOCUMENT = "document"
+    # Query-time work only: a search never waits for a document task.
+    QUERY = "query"
+    # Background upkeep only (one at a time, Queue.MAINTENANCE).
+    MAINTENANCE = "maintenance"
+
+
+def queues_of_role(stage: Stage, role: WorkerRole) -> list[Queue]:
+    """What a worker of this stage and role consumes (its -Q); empty: the stage has none.
+
+    The document worker keeps the query queue first in its list (`queues_of_stage`):
+    the query-only worker is one process per pod, so while it restarts or is rolled
+    out a search is still served, waiting at most for one document task (prefetch is
+    off: a busy document worker never holds a query another process could run).
+    """
+    if role is WorkerRole.DOCUMENT:
+        return queues_of_stage(stage)
+    queue = (QUERY_QUEUE_OF_STAGE if role is WorkerRole.QUERY else MAINTENANCE_QUEUE_OF_STAGE).get(stage)
+    return [queue] if queue else []
+
+
+def roles_of_stage(stage: Stage) -> list[WorkerRole]:
+    """The worker roles a stage runs: the document worker, plus one per extra queue."""
+    return [role for role in WorkerRole if queues_of_role(stage, role)]
+
+
 class Task(StrEnum):
     """Stable Celery task names (never derived from module paths)."""
 
