@@ -50,7 +50,8 @@ def test_search_for_a_sentence_finds_its_document_first(api_a, ingested, kind):
     results = api_a.search(SENTENCES[kind])
     assert results, "no results"
     assert results[0]["document_id"] == ingested[kind]["document_id"]
-    assert set(results[0]) == {"document_id", "chunk_index", "text", "score", "page"}
+    assert set(results[0]) == {"document_id", "filename", "content_type", "metadata", "chunk_index", "text",
+                               "score", "page", "highlights"}
 
 
 def test_pages_are_reported_where_the_format_has_them(api_a, ingested):
