@@ -104,6 +104,26 @@ def quality_section(quality: dict) -> list[str]:
             "", "A plain BM25 (k1 0.9, b 0.4) scores ≈ 0.34 on this collection (its README).", ""]
 
 
+def footprint_section(footprint: dict) -> list[str]:
+    """What the pipeline keeps per document in Redis and on disk, and what a delete leaves."""
+    one, two = footprint["after_one_version"], footprint["after_reprocess"]
+    left, disk = footprint["left_per_deleted_document"], footprint["disk_bytes_per_document"]
+    kinds = sorted(set(one["by_kind"]) | set(two["by_kind"]))
+    return ["## 8. Footprint", "",
+            f"{footprint['documents']} text documents of {footprint['document_bytes']} bytes through the local stack "
+            "(hash embedder), each reprocessed once, then half deleted; `MEMORY USAGE` of every Redis key, grouped by "
+            "kind, kept (no TTL: what stays for good) apart from expiring (`python -m bench.footprint`).", "",
+            "| Redis, per document | kept | expiring |", "|---|---:|---:|",
+            f"| after one version | {one['kept_bytes_per_document']:.0f} B | {one['expiring_bytes_per_document']:.0f} B |",
+            f"| after a reprocess | {two['kept_bytes_per_document']:.0f} B | {two['expiring_bytes_per_document']:.0f} B |",
+            *(f"| · {kind} (after reprocess) | {two['by_kind'].get(kind, {}).get('bytes_per_document', 0):.0f} B "
+              f"| {two['by_kind'].get(kind, {}).get('expiring_bytes_per_document', 0):.0f} B |" for kind in kinds),
+            f"| left by a deleted document | {left['kept_bytes']:.0f} B | {left['expiring_bytes']:.0f} B |", "",
+            f"Disk per document: {disk['one_version']} B with one version, {disk['after_reprocess']} B after a "
+            f"reprocess (older versions' artifacts are removed); left by a deleted document: {left['disk_bytes']} B.",
+            ""]
+
+
 def _upload_table(upload: dict) -> list[str]:
     lines = ["| Clients | docflow p50 | docflow p99 | bare p50 | bare p99 | p99 ratio | docflow req/s | bare req/s | errors (docflow / bare) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -254,6 +274,8 @@ def render(results: dict, notes: str = "") -> str:
         out += _growth_table(results["growth"]) + [""]
     if "quality" in results:
         out += quality_section(results["quality"])
+    if "footprint" in results:
+        out += footprint_section(results["footprint"])
     out += ["## Rerun", "", "```sh",
             "make bench    # about 12-20 minutes here; rewrites this file and .data/bench/results.json",
             ".venv/bin/python -m bench.run --only upload,stages --no-report   # some sections only",

@@ -1,7 +1,7 @@
 """`make bench`: every figure of docs/benchmarks.md, each measured side by side with its
 reference in the same run, then the report rewritten.
 
-    .venv/bin/python -m bench.run [--quick] [--only upload,pipeline,stages,fanout,growth]
+    .venv/bin/python -m bench.run [--quick] [--only upload,pipeline,stages,fanout,growth,quality,footprint]
 
 The machines this runs on are small (2 cores) and shared, so absolute numbers drift
 from run to run; each figure is a ratio of two measurements taken back to back
@@ -355,7 +355,7 @@ def machine() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: small and fast, figures meaningless")
-    parser.add_argument("--only", default="upload,pipeline,stages,fanout,growth,quality")
+    parser.add_argument("--only", default="upload,pipeline,stages,fanout,growth,quality,footprint")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite docs/benchmarks.md from .data/bench/results.json, measure nothing")
@@ -429,6 +429,12 @@ def main() -> int:
         from bench.search_quality import bench_search_quality
 
         results["quality"] = bench_search_quality()
+
+    if "footprint" in sections:
+        log("8. footprint (Redis and disk per document)")
+        from bench.footprint import bench_footprint
+
+        results["footprint"] = bench_footprint(WORK / "footprint", 12 if args.quick else 40)
 
     results["minutes"] = (time.time() - started) / 60
     results["load_after"] = os.getloadavg()
