@@ -6,7 +6,7 @@
     python deploy/render.py readme [--check]  # the chart README's values table
 
 No helm binary or cluster is needed: helm-python-sdk embeds Helm's Go engine
-(DESIGN.md). The tests import this module, so what they check is what `make
+(docs/architecture.md). The tests import this module, so what they check is what `make
 manifests` writes.
 """
 

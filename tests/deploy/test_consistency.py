@@ -259,7 +259,7 @@ def test_schema_pins_each_queue_to_shared_names(chart):
 
 
 def test_the_broker_keeps_each_backlog_in_the_one_list_keda_reads():
-    """KEDA counts LLEN of listName only (DESIGN.md): kombu must use one priority step
+    """KEDA counts LLEN of listName only (docs/architecture.md): kombu must use one priority step
     (no `queue\\x06\\x163` sub-lists), no global_keyprefix (listName would need it too),
     and no prefetch (prefetched messages hide in the unacked hash)."""
     from docflow.shared.celery_app import broker_transport_options, create_celery_app

@@ -1,7 +1,7 @@
 """KEDA's scaling decision on real queues, and a scale-down that loses nothing.
 
 The Helm chart gives each worker a KEDA ScaledObject whose Redis trigger reads `LLEN
-<listName>` (DESIGN.md). Here the real gateway fills the real Redis queues while the
+<listName>` (docs/architecture.md). Here the real gateway fills the real Redis queues while the
 embed stage is stopped; each queue's length is read exactly as KEDA's scaler reads
 it, and KEDA's AverageValue rule, with the ScaledObjects the chart renders from its
 default values, scales out the embed stage and nothing else. Then the embedder is

@@ -1,6 +1,6 @@
 """The real worker: `celery -A docflow.embedder.worker worker` with a prefork pool and MiniLM.
 
-Guards the fact DESIGN.md warns about: torch initialised before fork deadlocks the
+Guards the fact docs/architecture.md warns about: torch initialised before fork deadlocks the
 pool's children, so the parent must never import torch and each child loads the model.
 """
 

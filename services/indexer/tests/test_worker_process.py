@@ -1,7 +1,7 @@
 """The indexer as deployed: a prefork worker (`celery -A docflow.indexer.worker`), tasks via Redis.
 
 A LanceDB connection opened in the prefork parent hung its children forever
-(DESIGN.md), so the store must be opened in each pool child and never in the
+(docs/architecture.md), so the store must be opened in each pool child and never in the
 parent. That hang did not reproduce with a local LanceDB folder on this machine, so
 rather than wait for a hang this test checks where the store was opened: once in
 each child, never in the worker's main process.

@@ -74,7 +74,7 @@ spec:
       # running task finish. The grace period outlasts the task's hard time limit (the
       # same value sets DOCFLOW_*_TIME_LIMIT below), so the kubelet's SIGKILL never
       # lands mid-task; if it does (node loss), acks_late + task_reject_on_worker_lost
-      # leave the message to be redelivered (DESIGN.md).
+      # leave the message to be redelivered (docs/architecture.md).
       terminationGracePeriodSeconds: {{ add $values.timeLimits.hardSeconds $values.shutdownGraceSeconds }}
       {{- with include "docflow.podScheduling" $values | trim }}{{ . | nindent 6 }}{{- end }}
       containers:
@@ -110,7 +110,7 @@ spec:
             - name: DOCFLOW_WORKER_CONCURRENCY
               value: {{ $values.concurrency | quote }}
             # prometheus_client multiprocess mode for the prefork pool: the directory is
-            # set before Python starts (DESIGN.md); the worker empties it at start.
+            # set before Python starts (docs/architecture.md); the worker empties it at start.
             - name: PROMETHEUS_MULTIPROC_DIR
               value: /var/run/docflow/metrics
             {{- with .env }}
@@ -167,7 +167,7 @@ spec:
 ---
 # KEDA's Redis list scaler reads LLEN of listName. With the AverageValue target the
 # HPA it drives wants ceil(LLEN / listLength) replicas, clamped to [min, max]; 0 <-> 1
-# is KEDA's own decision: active while LLEN > activationListLength (DESIGN.md).
+# is KEDA's own decision: active while LLEN > activationListLength (docs/architecture.md).
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:

@@ -115,7 +115,7 @@ class LocalStack:
 
     def worker_env(self, stage: Stage, role: WorkerRole = WorkerRole.DOCUMENT) -> dict[str, str]:
         """A worker's environment: its own metrics port, and a fresh multiprocess
-        directory for prometheus_client, set before Python starts (DESIGN.md)."""
+        directory for prometheus_client, set before Python starts (docs/architecture.md)."""
         workers, ports, key = ((self.workers, self.metrics_ports, stage) if role is WorkerRole.DOCUMENT
                                else (self.side_workers, self.side_metrics_ports, (stage, role)))
         previous = workers.get(key)

@@ -1,6 +1,6 @@
 """The one Celery configuration, shared by the gateway (producer) and every worker.
 
-Each line encodes a fact from DESIGN.md: JSON only; acks late and requeue on a lost
+Each line encodes a fact from docs/architecture.md: JSON only; acks late and requeue on a lost
 worker (at-least-once); no prefetch, so a busy fleet's backlog stays in the Redis
 list KEDA measures; one priority step, so `LLEN queue` is the whole backlog; a
 visibility timeout above every hard time limit.

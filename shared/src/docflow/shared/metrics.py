@@ -5,7 +5,7 @@ stage, a task name, an error code, a content type, a provider or store name, a
 final status — never a document id or a tenant. docs/metrics.md lists them all.
 
 Prefork workers run tasks in child processes, so these metrics use prometheus_client's
-multiprocess mode (DESIGN.md): `PROMETHEUS_MULTIPROC_DIR` is set before Python starts
+multiprocess mode (docs/architecture.md): `PROMETHEUS_MULTIPROC_DIR` is set before Python starts
 (the Helm chart and the local stack set it), each process writes its values to files
 there, and the worker's main process serves the sum over all of them. Two rules
 follow from how that mode works:

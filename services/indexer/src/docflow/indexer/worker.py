@@ -2,7 +2,7 @@
 
 The vector store is opened once per worker process, after fork (`worker_process_init`),
 never in the prefork parent: a LanceDB connection opened in the parent hung its
-children forever (DESIGN.md). Code that runs outside a worker (tests, a solo pool
+children forever (docs/architecture.md). Code that runs outside a worker (tests, a solo pool
 before the signal) opens it lazily on first use instead.
 """
 

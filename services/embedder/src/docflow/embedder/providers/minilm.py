@@ -2,7 +2,7 @@
 
 torch is imported and the model loaded only in `load()`, which the worker calls in
 each pool process after fork: forking after torch has started its thread pools
-deadlocks the children (DESIGN.md, "Facts we rely on").
+deadlocks the children (docs/architecture.md, "One resource per process, after fork").
 """
 
 import math

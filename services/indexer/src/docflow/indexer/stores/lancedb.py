@@ -12,7 +12,7 @@ would.
 
 Import and connect only in each worker process after fork, never in the prefork
 parent: a LanceDB connection opened in the parent hung its children forever
-(DESIGN.md). Importing lancedb already starts its background event-loop thread;
+(docs/architecture.md). Importing lancedb already starts its background event-loop thread;
 lancedb 0.40 restarts it in forked children but calls that support experimental
 and warns a deadlock remains possible, so we do not rely on it (see worker.py).
 """

@@ -1,7 +1,7 @@
 """Pinecone backend: one index, one namespace per tenant (namespaces isolate tenants).
 
 Uses the `pinecone` package; `pinecone-client` is deprecated and its last release
-raises at import. Pinecone's limits shape this module (DESIGN.md, Pinecone docs):
+raises at import. Pinecone's limits shape this module (docs/architecture.md, "Facts about the libraries"; Pinecone docs):
 an upsert carries at most 1000 vectors and 2 MB; metadata is at most 40 KB per
 vector; a delete carries at most 1000 ids; and serverless indexes cannot delete by
 metadata filter, so a document's vectors are found by listing their id prefix (ids
