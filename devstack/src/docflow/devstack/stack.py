@@ -73,9 +73,7 @@ class LocalStack:
     # Each stage's worker serves /metrics on its own port (a pod's DOCFLOW_METRICS_PORT).
     metrics_ports: dict[Stage, int] = field(default_factory=dict)
     gateway: Process | None = None
-    # The query-only and maintenance workers (start() starts them unless this is off:
-    # a test that pins what the document workers alone do can leave them out).
-    side_workers_enabled: bool = True
+    # The query-only and maintenance workers, by (stage, role).
     side_workers: dict[tuple[Stage, WorkerRole], Process] = field(default_factory=dict)
     side_metrics_ports: dict[tuple[Stage, WorkerRole], int] = field(default_factory=dict)
 
@@ -168,8 +166,6 @@ class LocalStack:
 
     def side_roles(self) -> list[tuple[Stage, WorkerRole]]:
         """The query-only and maintenance workers this stack runs."""
-        if not self.side_workers_enabled:
-            return []
         return [(stage, role) for stage in Stage for role in roles_of_stage(stage) if role is not WorkerRole.DOCUMENT]
 
     def start_side_worker(self, stage: Stage, role: WorkerRole) -> Process:

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["search"])
 
 _HITS = TypeAdapter(list[IndexHit])
 # The store each backend needs for the modes beyond vector search (a 400 names it).
-_KEYWORD_CAPABLE = "LanceDB, or Pinecone with DOCFLOW_PINECONE_SPARSE=true (a dotproduct index)"
+_KEYWORD_CAPABLE_STORES = "LanceDB, or Pinecone with DOCFLOW_PINECONE_SPARSE=true (a dotproduct index)"
 
 
 def _keyword_capable(settings: Settings) -> bool:
@@ -42,7 +42,7 @@ def resolved_mode(settings: Settings, requested: SearchMode | None) -> SearchMod
     if requested is not SearchMode.VECTOR and not _keyword_capable(settings):
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             f"search mode {requested.value!r} needs keyword (sparse) vectors, which the configured "
-                            f"vector store, pinecone, is not set up for; use mode 'vector', or {_KEYWORD_CAPABLE}")
+                            f"vector store, pinecone, is not set up for; use mode 'vector', or {_KEYWORD_CAPABLE_STORES}")
     return requested
 
 
