@@ -143,8 +143,9 @@ def test_only_the_backed_up_stage_scales_out_and_a_scale_down_loses_nothing(stac
 
     lengths = queue_lengths(client, triggers)
     assert lengths == {Stage.EXTRACT: 0, Stage.EMBED: backlog, Stage.INDEX: 0}
-    # No message hides in kombu's unacked hash (prefetch is off): LLEN is the whole backlog.
-    assert client.hlen("unacked") == 0
+    # No stage's message hides in kombu's unacked hash (prefetch is off): LLEN is the whole
+    # backlog. (The maintenance worker may hold a run scheduled with a countdown: no stage's.)
+    assert [held_by_workers(client, trigger.list_name) for trigger in triggers.values()] == [0, 0, 0]
     desired = {stage: trigger.desired_replicas(lengths[stage]) for stage, trigger in triggers.items()}
     assert desired[Stage.EMBED] == min(embed.max_replicas, math.ceil(backlog / embed.list_length)) >= 2
     scaled_out = [stage for stage, replicas in desired.items() if replicas > triggers[stage].min_replicas]
