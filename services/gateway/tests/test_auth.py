@@ -1,5 +1,9 @@
 """Every /v1 route needs a known API key; keys are never logged."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -55,3 +59,40 @@ def test_api_keys_never_reach_the_logs(gateway):
     assert "request" in text  # the access log did record these requests
     assert gateway.auth("tenant-a")["Authorization"].removeprefix("Bearer ") not in text
     assert "wrong-key-123" not in text
+
+
+# --- DOCFLOW_API_KEYS: every key belongs to exactly one tenant; no key is ever printed ---
+
+def _start_gateway(api_keys: str, admin_keys: str = "") -> "subprocess.CompletedProcess[str]":
+    """The real entry point (`python -m docflow.gateway`), as a deployment starts it."""
+    env = {**os.environ, "DOCFLOW_API_KEYS": api_keys, "DOCFLOW_ADMIN_API_KEYS": admin_keys,
+           "DOCFLOW_GATEWAY_PORT": "1", "DOCFLOW_REDIS_URL": "redis://127.0.0.1:1/0"}
+    return subprocess.run([sys.executable, "-m", "docflow.gateway"], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_a_key_given_twice_is_refused_at_start_without_printing_it():
+    """`k=acme,k=globex` silently gave k to globex (the last pair won): a key meant for one
+    tenant opened another's documents. The gateway must refuse to start."""
+    done = _start_gateway("Zq9sekret-1=acme,Xw7other-2=initech,Zq9sekret-1=globex")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "given twice" in output or "gives one key twice" in output
+    assert "pairs 1 and 3" in output
+    assert "Zq9" not in output and "Xw7" not in output
+
+
+def test_a_malformed_pair_is_refused_without_printing_any_of_its_key():
+    """The error named a bad pair by its key's first 4 characters."""
+    done = _start_gateway("Xw7good-1=acme,Zq9sekret-2=Not A Tenant")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "pair 2" in output
+    assert "Zq9" not in output and "Xw7" not in output
+
+
+def test_an_operator_key_that_is_also_a_tenant_key_is_refused():
+    done = _start_gateway("Zq9both-1=acme", admin_keys="Zq9both-1")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "DOCFLOW_ADMIN_API_KEYS" in output and "Zq9" not in output

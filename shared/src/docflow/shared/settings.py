@@ -18,22 +18,35 @@ TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
-    """Parse `key=tenant,key2=tenant2` into {key: tenant}; reject malformed pairs."""
+    """Parse `key=tenant,key2=tenant2` into {key: tenant}; reject malformed pairs and
+    keys given twice. Errors name a pair by its position, never by any of its key's
+    characters: a settings error lands in logs and CI output."""
     keys: dict[str, str] = {}
-    for pair in filter(None, (part.strip() for part in raw.split(","))):
+    for position, pair in enumerate(filter(None, (part.strip() for part in raw.split(","))), start=1):
         key, sep, tenant = pair.partition("=")
         key, tenant = key.strip(), tenant.strip()
         if not sep or not key or not TENANT_PATTERN.match(tenant):
             raise ValueError(
                 "DOCFLOW_API_KEYS must be comma-separated key=tenant pairs; tenants are "
-                f"lowercase letters, digits, '-' or '_' (bad pair: {pair.split('=')[0][:4]}...)"
+                f"lowercase letters, digits, '-' or '_' (pair {position} is not)"
             )
+        if key in keys:
+            # The last one would silently win: one tenant's key would open another's data.
+            raise ValueError(f"DOCFLOW_API_KEYS gives one key twice (pairs {_position_of(raw, key)} and "
+                             f"{position}); every key must belong to exactly one tenant")
         keys[key] = tenant
     return keys
 
 
+def _position_of(raw: str, key: str) -> int:
+    pairs = [part.strip() for part in raw.split(",") if part.strip()]
+    return next(i for i, pair in enumerate(pairs, start=1) if pair.partition("=")[0].strip() == key)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DOCFLOW_", extra="ignore")
+    # hide_input_in_errors: pydantic prints a refused field's raw value in its error, and
+    # that value is DOCFLOW_API_KEYS itself (every key in a crash log) or another secret.
+    model_config = SettingsConfigDict(env_prefix="DOCFLOW_", extra="ignore", hide_input_in_errors=True)
 
     # --- Redis: broker, result backend and status store -------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -212,6 +225,17 @@ class Settings(BaseSettings):
     @classmethod
     def _api_keys_parse(cls, value: SecretStr) -> SecretStr:
         parse_api_keys(value.get_secret_value())
+        return value
+
+    @field_validator("admin_api_keys")
+    @classmethod
+    def _admin_keys_apart(cls, value: SecretStr, info) -> SecretStr:
+        # A key that is both an admin's and a tenant's would act as either: refused.
+        tenant_keys = info.data.get("api_keys")
+        admin = {k.strip() for k in value.get_secret_value().split(",") if k.strip()}
+        if tenant_keys is not None and admin & parse_api_keys(tenant_keys.get_secret_value()).keys():
+            raise ValueError("a key in DOCFLOW_ADMIN_API_KEYS is also in DOCFLOW_API_KEYS; "
+                             "an operator's key must belong to no tenant")
         return value
 
     @property
