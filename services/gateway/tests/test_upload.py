@@ -198,3 +198,27 @@ def test_filename_is_sanitised(gateway, raw_name, stored_name):
     assert record["filename"] == stored_name
     # The original is stored under a fixed key whatever the client called it.
     assert record["document_id"] in str(next(gateway.storage_root.rglob("original")))
+
+
+@pytest.mark.parametrize(("raw_name", "extension"), [
+    ("n" * 5000 + ".txt", ".txt"),          # over python-multipart's 4 KiB header line
+    ("文" * 7000 + ".md", ".md"),            # 21 KB of UTF-8
+])
+def test_a_file_name_of_several_kilobytes_is_shortened_not_refused(gateway, raw_name, extension):
+    """A 4 KB name was a 400 "malformed multipart" (the part's header line was over
+    python-multipart's default limit) instead of being shortened to 255 bytes."""
+    body, content_type = raw_multipart(raw_name, b"plain text body\n")
+    response = gateway.client.post("/v1/documents", content=body,
+                                   headers={**gateway.auth(), "Content-Type": content_type})
+    assert response.status_code == 202, response.text[:300]
+    stored = gateway.get(f"/v1/documents/{response.json()['document_id']}").json()["filename"]
+    assert stored.endswith(extension) and 250 <= len(stored.encode()) <= 255
+    assert raw_name.startswith(stored.removesuffix(extension))
+
+
+def test_a_part_header_beyond_any_file_name_is_still_refused(gateway):
+    body, content_type = raw_multipart("n" * 100_000 + ".txt", b"plain text body\n")
+    response = gateway.client.post("/v1/documents", content=body,
+                                   headers={**gateway.auth(), "Content-Type": content_type})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("malformed multipart body")

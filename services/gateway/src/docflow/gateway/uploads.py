@@ -23,6 +23,11 @@ METADATA_FIELD = "metadata"
 # Boundaries, part headers and small form fields, on top of the file itself.
 FORM_OVERHEAD_BYTES = MAX_METADATA_BYTES + 64 * 1024
 SPOOL_IN_MEMORY_BYTES = 1024 * 1024
+# One part header line (Content-Disposition carries the file name). python-multipart's
+# default, 4 KiB, refused a file name of ~4 KB as "malformed multipart" where the name
+# is meant to be shortened to 255 bytes (filenames.py); 64 KiB holds a name of 16,000
+# four-byte characters, percent-encoded, and is still bounded (8 headers per part).
+MAX_PART_HEADER_BYTES = 64 * 1024
 
 
 @dataclass
@@ -157,7 +162,7 @@ async def receive_upload(request: Request, max_file_bytes: int) -> Upload:
     max_body_bytes = max_file_bytes + FORM_OVERHEAD_BYTES
     _check_declared_length(request, max_body_bytes, max_file_bytes)
     collector = _FormCollector(max_file_bytes)
-    parser = MultipartParser(boundary, collector.callbacks())
+    parser = MultipartParser(boundary, collector.callbacks(), max_header_size=MAX_PART_HEADER_BYTES)
     body_bytes = 0
     try:
         async for chunk in request.stream():
