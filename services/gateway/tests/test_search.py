@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from celery.contrib.testing.worker import start_worker
+from structlog.testing import capture_logs
 
 from docflow.shared.celery_app import create_celery_app
 from docflow.shared.names import Stage, Task, queues_of_stage
@@ -48,7 +49,7 @@ def stub_workers(settings):
     def embed_query(query: str) -> list[float]:
         stub.embedded.append(query)
         if query == "explode":
-            raise RuntimeError("embedding model not loaded")
+            raise RuntimeError("embedding model not loaded from /opt/docflow/models/minilm")
         return [0.5, 0.25]
 
     @app.task(name=Task.SEARCH.value, shared=False)
@@ -56,6 +57,11 @@ def stub_workers(settings):
         stub.search_calls.append((vector, query))
         if query["text"] == "slow":
             time.sleep(3.0)
+        if query["text"] == "lance breaks":
+            # What a LanceDB error looks like: a server path and the Rust source location.
+            raise OSError("LanceError(IO): Generic LocalFileSystem error: Unable to open file "
+                          "/var/lib/docflow/lancedb/tenant_a.lance/_versions/12.manifest, "
+                          "/home/runner/work/lance/lance/rust/lance-table/src/io/commit.rs:735:17")
         if query["text"] == "unsupported":
             raise UnsupportedSearchMode("the configured vector store, pinecone, cannot serve keyword search")
         return stub.hits_by_tenant.get(query["tenant"], [])[:query["limit"]]
@@ -224,11 +230,63 @@ def test_patch_with_invalid_metadata_is_422(gateway, stub_workers, body):
     assert gateway.get(f"/v1/documents/{document_id}").json()["metadata"] == {}
 
 
-def test_worker_failure_is_502_with_the_reason(gateway, stub_workers):
-    response = gateway.post("/v1/search", json={"query": "explode"})
+@pytest.mark.parametrize(("query", "step", "leaks"), [
+    ("explode", Task.EMBED_QUERY.value, ["/opt/", "model not loaded"]),
+    ("lance breaks", Task.SEARCH.value, ["/var/lib", "/home/runner", ".rs:", "LanceError", "manifest"]),
+])
+def test_a_worker_failure_is_502_naming_the_step_but_no_internals(gateway, stub_workers, query, step, leaks):
+    """A 502 showed the worker's error as it was: server paths and Rust source locations."""
+    with capture_logs() as logs:
+        response = gateway.post("/v1/search", json={"query": query})
     assert response.status_code == 502
     detail = response.json()["detail"]
-    assert Task.EMBED_QUERY.value in detail and "embedding model not loaded" in detail
+    assert step in detail and response.headers["X-Request-ID"] in detail
+    assert not [leak for leak in leaks if leak in detail], detail
+    # The operator still finds the whole reason in the gateway's log, under that request id.
+    [logged] = [entry for entry in logs if entry["event"] == "search failed"]
+    assert leaks[0] in logged["error"]
+
+
+# --- JSON bodies: bounded, and parsed strictly --------------------------------------
+
+def test_a_search_body_over_the_bound_is_413_before_it_is_read(gateway, stub_workers):
+    """A 100 MB search body used to be read whole (then echoed in a 105 MB 422)."""
+    body = b'{"query": "fox", "filter": {"k": {"$in": [' + b'"v",' * 400_000 + b'"v"]}}}'
+    response = gateway.client.post("/v1/search", content=body,
+                                   headers={**gateway.auth(), "Content-Type": "application/json"})
+    assert response.status_code == 413, response.text[:300]
+    assert len(response.content) < 1000 and not stub_workers.search_calls
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"query": "fox", "query": "secret"}',
+    b'{"query": "fox", "filter": {"year": {"$gte": 2020}, "year": {"$lt": 1900}}}',
+    b'{"query": "fox", "filter": {"score": NaN}}',
+    b'{"query": "fox", "filter": {"score": {"$lt": Infinity}}}',
+])
+def test_a_search_body_with_a_duplicate_key_or_nan_is_422(gateway, stub_workers, raw):
+    response = gateway.client.post("/v1/search", content=raw,
+                                   headers={**gateway.auth(), "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "twice" in response.text or "not a JSON number" in response.text
+    assert not stub_workers.search_calls
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b'{"metadata": {"year": 2020, "year": 1999}}', "twice"),
+    (b'{"metadata": {"a": 1}, "metadata": {"b": 2}}', "twice"),
+    (b'{"metadata": {"score": NaN}}', "NaN"),
+    (b'{"metadata": {"score": -Infinity}}', "-Infinity"),
+    (b'{"metadata": ' + b'[' * 5000 + b']' * 5000 + b'}', "nests"),
+])
+def test_patch_refuses_duplicate_keys_and_nan_that_json_loads_would_take(gateway, stub_workers, raw, reason):
+    """PATCH's body went through json.loads' defaults: the last of two keys won, NaN was kept."""
+    document_id = gateway.accepted(metadata='{"department": "legal"}')["document_id"]
+    response = gateway.client.patch(f"/v1/documents/{document_id}", content=raw,
+                                    headers={**gateway.auth(), "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text[:300]
+    assert reason in response.json()["detail"]
+    assert gateway.get(f"/v1/documents/{document_id}").json()["metadata"] == {"department": "legal"}
 
 
 def test_unexpected_result_shape_is_502(gateway, stub_workers):

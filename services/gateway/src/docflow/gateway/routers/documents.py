@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
 from docflow.gateway.intake import accept_document
+from docflow.gateway.json_bodies import StrictJsonRoute
 from docflow.gateway.metrics import counting_rejections
 from docflow.gateway.rate_limit import RATE_LIMITED, ReprocessRateLimited, UploadRateLimited
 from docflow.gateway.metadata import MetadataError, validated_metadata
@@ -23,7 +24,8 @@ from docflow.shared.names import Task
 from docflow.shared.status import FINAL_STATUSES, DocumentRecord, DocumentStatus
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/v1/documents", tags=["documents"])
+# PATCH bodies are read bounded and parsed strictly (duplicate keys and NaN refused).
+router = APIRouter(prefix="/v1/documents", tags=["documents"], route_class=StrictJsonRoute)
 
 DEFAULT_PAGE_SIZE = 20
 NOT_FOUND = {status.HTTP_404_NOT_FOUND: {"description": "No such document for this tenant"}}
@@ -101,7 +103,9 @@ def get_document(document_id: str, services: ServicesDep, tenant: Tenant) -> Doc
 
 
 @router.patch("/{document_id}", response_model=Document,
-              responses={**NOT_FOUND, 422: {"description": "Not a valid metadata object (the reason is in `detail`)"},
+              responses={**NOT_FOUND, 413: {"description": "Request body over 1 MiB"},
+                         422: {"description": "Not a valid metadata object, a key given twice, NaN (the reason "
+                                              "is in `detail`)"},
                          503: {"description": "Saved, but the index could not be told yet: repeat the request"}})
 def update_document_metadata(document_id: str, update: MetadataUpdate, services: ServicesDep,
                              tenant: Tenant) -> Document:

@@ -12,15 +12,18 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import TypeAdapter, ValidationError
 
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
+from docflow.gateway.json_bodies import StrictJsonRoute
 from docflow.gateway.metrics import SEARCHES
 from docflow.gateway.pipeline import SearchFailed, SearchModeUnsupported, SearchTimedOut
 from docflow.gateway.rate_limit import RATE_LIMITED, SearchRateLimited
 from docflow.gateway.schemas import SearchHit, SearchRequest, SearchResponse
+from docflow.shared.names import Task
 from docflow.shared.search import IndexHit, SearchMode, SearchQuery
 from docflow.shared.settings import Settings
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/v1", tags=["search"])
+# Bodies are read bounded (413) and parsed strictly (duplicate keys and NaN refused).
+router = APIRouter(prefix="/v1", tags=["search"], route_class=StrictJsonRoute)
 
 _HITS = TypeAdapter(list[IndexHit])
 # The store each backend needs for the modes beyond vector search (a 400 names it).
@@ -65,7 +68,9 @@ def _with_documents(services: Services, tenant: str, hits: list[IndexHit]) -> li
     "/search", response_model=SearchResponse,
     responses={**RATE_LIMITED,
                400: {"description": "The configured vector store cannot serve this search mode"},
-               422: {"description": "Malformed request or filter (the reason is in `detail`)"},
+               413: {"description": "Request body over 1 MiB"},
+               422: {"description": "Malformed request or filter, a key given twice, NaN (the reason is in "
+                                    "`detail`)"},
                502: {"description": "A search worker failed"},
                503: {"description": "Too many searches in progress on this gateway; retry after Retry-After"},
                504: {"description": "No result within the search timeout"}},
@@ -86,6 +91,17 @@ def search(request: SearchRequest, services: ServicesDep, tenant: Tenant) -> Sea
         services.search_slots.release()
 
 
+def _failure_for_caller(exc: SearchFailed) -> str:
+    """What a 502 may say: the failed step (a task name, from our own registry) and the
+    request id the gateway's log line carries, never the worker's own message."""
+    text = str(exc)
+    step = next((task.value for task in (Task.EMBED_QUERY, Task.SEARCH) if text.startswith(task.value)), None)
+    where = "the query embedder" if step == Task.EMBED_QUERY.value else "the indexer"
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    return (f"search failed on {where} ({step or 'a search worker'}); the gateway's log has the details "
+            f"under request id {request_id}")
+
+
 def _search(request: SearchRequest, mode: SearchMode, services: Services, tenant: str) -> SearchResponse:
     settings = services.settings
     reranker = services.reranker
@@ -103,8 +119,10 @@ def _search(request: SearchRequest, mode: SearchMode, services: Services, tenant
                             f"search timed out: {exc}; are the embedder and indexer running?") from None
     except SearchFailed as exc:
         SEARCHES.labels("failed").inc()
+        # The worker's error (a LanceDB one names server paths and Rust source files) goes
+        # to the log only; the caller learns which step failed and how to find the rest.
         log.warning("search failed", error=str(exc))
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"search failed on a worker: {exc}") from None
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, _failure_for_caller(exc)) from None
     try:
         hits = _HITS.validate_python(raw)
     except ValidationError as exc:
