@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from docflow.embedder.matrix_io import matrix_from_npy
 from docflow.embedder.providers import HashingProvider
 from docflow.embedder.tasks import embed_document as embed_document_task
 from docflow.embedder.tasks import embed_query
+from docflow.shared.artifacts import load_embeddings as matrix_from_npy
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.errors import ErrorCode
 from docflow.shared.messages import PipelineMessage

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from docflow.embedder.matrix_io import matrix_from_npy
 from docflow.embedder.providers.minilm import threads_per_process
+from docflow.shared.artifacts import load_embeddings as matrix_from_npy
 from docflow.shared.celery_app import create_celery_app
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Stage, Task, queues_of_stage

@@ -10,7 +10,9 @@ from celery.exceptions import Ignore
 from fpdf import FPDF
 
 from docflow.extractor.pages import Every
-from docflow.extractor.tasks import CHUNKS_ARTIFACT, PAGES_ARTIFACT, _page_reporter, app, extract_document
+from docflow.extractor.tasks import _page_reporter, app, extract_document
+from docflow.shared.artifacts import CHUNKS as CHUNKS_ARTIFACT
+from docflow.shared.artifacts import PAGES as PAGES_ARTIFACT
 from docflow.shared.content_types import ContentType
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.errors import ErrorCode, PermanentError

@@ -16,7 +16,9 @@ from pypdf.generic import NameObject, StreamObject
 
 from docflow.devstack import samples
 from docflow.extractor.fanout import RangeProgress, extract_range, plan_ranges, should_fan_out
-from docflow.extractor.tasks import CHUNKS_ARTIFACT, PAGES_ARTIFACT, app, extract_document
+from docflow.extractor.tasks import app, extract_document
+from docflow.shared.artifacts import CHUNKS as CHUNKS_ARTIFACT
+from docflow.shared.artifacts import PAGES as PAGES_ARTIFACT
 from docflow.shared.content_types import ContentType
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.messages import PipelineMessage, artifact_prefix

@@ -1,6 +1,5 @@
 """The embed stage's tasks: a document's chunks to a matrix in storage, and a query to a vector."""
 
-import json
 from typing import Any
 
 import numpy as np
@@ -9,22 +8,19 @@ from celery.exceptions import Ignore
 
 from docflow.embedder import providers
 from docflow.embedder.loaded_provider import embedding_slot, fit_threads, get_provider
-from docflow.embedder.matrix_io import matrix_to_npy
 from docflow.embedder.worker import app
-from docflow.shared import metrics
+from docflow.shared import artifacts, metrics
 from docflow.shared.errors import ErrorCode, PermanentError
-from docflow.shared.messages import Chunk, PipelineMessage
+from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Task
 from docflow.shared.stage_task import DocflowTask, StageTask
 
 log = structlog.get_logger(__name__)
 
-EMBEDDINGS_ARTIFACT = "embeddings.npy"
-
 
 def read_chunk_texts(data: bytes) -> list[str]:
     """Texts of the extractor's chunks.json, in file order (row i of the matrix = entry i)."""
-    return [Chunk.model_validate(item).text for item in json.loads(data)]
+    return [chunk.text for chunk in artifacts.load_chunks(data)]
 
 
 def longest_first(texts: list[str]) -> np.ndarray:
@@ -65,8 +61,8 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
             self.report(msg, done, len(texts))
             _stop_if_superseded(self, msg)
 
-    key = msg.key(EMBEDDINGS_ARTIFACT)
-    if not self.store_artifacts(msg, {key: matrix_to_npy(matrix)}):
+    key = msg.key(artifacts.EMBEDDINGS)
+    if not self.store_artifacts(msg, {key: artifacts.dump_embeddings(matrix)}):
         raise Ignore()  # deleted or reprocessed meanwhile: nothing of it written
     log.info("document embedded", chunks=len(texts), dimensions=matrix.shape[1], provider=provider.name)
     return msg.model_copy(update={"embeddings_key": key}).model_dump()

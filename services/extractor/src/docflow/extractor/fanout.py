@@ -35,28 +35,22 @@ import structlog
 from celery import chord, group
 from celery.canvas import Signature
 from celery.exceptions import Ignore
-from pydantic import TypeAdapter
 from pypdf import PdfReader
 
 from docflow.extractor.chunking import chunk_pages
-from docflow.extractor.pages import PAGES_JSON, Every
+from docflow.extractor.pages import Every
 from docflow.extractor.readers import NO_TEXT
 from docflow.extractor.readers.pdf import open_pdf, read_pdf_pages
 from docflow.extractor.worker import app
-from docflow.shared import metrics
+from docflow.shared import artifacts, metrics
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.messages import Chunk, PipelineMessage
-from docflow.shared.names import Task
+from docflow.shared.names import Stage, Task
 from docflow.shared.settings import Settings
 from docflow.shared.stage_task import StageTask
 
 log = structlog.get_logger(__name__)
 
-# The stage's artifacts (the single task writes the same two files).
-PAGES_ARTIFACT = "pages.json"
-CHUNKS_ARTIFACT = "chunks.json"
-CHUNKS_JSON = TypeAdapter(list[Chunk])
-RANGES_FOLDER = "ranges/"
 # Long enough to outlive any run of the stage; the merge deletes it when done.
 PROGRESS_TTL_SECONDS = 24 * 3600
 
@@ -72,7 +66,7 @@ def plan_ranges(pages: int, range_pages: int) -> list[tuple[int, int]]:
 
 def range_key(msg: PipelineMessage, first: int, last: int, artifact: str) -> str:
     # Zero-padded, so a listing sorts in page order.
-    return msg.key(f"{RANGES_FOLDER}{first:06d}-{last:06d}.{artifact}")
+    return msg.key(f"{artifacts.RANGES_FOLDER}{first:06d}-{last:06d}.{artifact}")
 
 
 def fan_out_signature(msg: PipelineMessage, pages: int, settings: Settings,
@@ -137,7 +131,7 @@ class _Superseded(Exception):
 
 def _bind(msg: PipelineMessage, **more: Any) -> None:
     structlog.contextvars.bind_contextvars(document_id=msg.document_id, version=msg.version,
-                                           stage="extract", **more)
+                                           stage=Stage.EXTRACT.value, **more)
 
 
 class RangeTask(StageTask):
@@ -185,8 +179,8 @@ def extract_range(self: StageTask, message: dict[str, Any], first: int, last: in
         # The pages' parsed contents (streams, fonts) go; the page table stays.
         reader.resolved_objects.clear()
     chunks = chunk_pages(pages, self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
-    if not self.store_artifacts(msg, {range_key(msg, first, last, PAGES_ARTIFACT): PAGES_JSON.dump_json(pages),
-                                      range_key(msg, first, last, CHUNKS_ARTIFACT): CHUNKS_JSON.dump_json(chunks)}):
+    if not self.store_artifacts(msg, {range_key(msg, first, last, artifacts.PAGES): artifacts.dump_pages(pages),
+                                      range_key(msg, first, last, artifacts.CHUNKS): artifacts.dump_chunks(chunks)}):
         return None  # deleted or reprocessed meanwhile: nothing of it written
     metrics.PAGES_EXTRACTED.labels(msg.content_type).inc(len(pages))
     log.info("range extracted", pages=len(pages), chunks=len(chunks))
@@ -205,26 +199,26 @@ def extract_merge(self: StageTask, message: dict[str, Any], total: int, range_pa
     chunks = list(_renumbered(self, msg, ranges))
     if not chunks:
         raise PermanentError(ErrorCode.EMPTY_DOCUMENT, NO_TEXT)
-    if not self.store_artifacts(msg, {msg.key(PAGES_ARTIFACT): _concatenated_pages(self, msg, ranges),
-                                      msg.key(CHUNKS_ARTIFACT): CHUNKS_JSON.dump_json(chunks)}):
+    if not self.store_artifacts(msg, {msg.key(artifacts.PAGES): _concatenated_pages(self, msg, ranges),
+                                      msg.key(artifacts.CHUNKS): artifacts.dump_chunks(chunks)}):
         raise Ignore()  # deleted or reprocessed meanwhile: nothing of it written
     metrics.CHUNKS_PRODUCED.labels(msg.content_type).inc(len(chunks))
     self.report(msg, 1, 1, pages=total, chunks=len(chunks))
     RangeProgress(self.redis, self.settings.redis_key_prefix, msg).clear()
     log.info("document extracted", content_type=msg.content_type, pages=total, chunks=len(chunks),
              ranges=len(ranges))
-    return msg.model_copy(update={"chunks_key": msg.key(CHUNKS_ARTIFACT)}).model_dump()
+    return msg.model_copy(update={"chunks_key": msg.key(artifacts.CHUNKS)}).model_dump()
 
 
 def _renumbered(task: StageTask, msg: PipelineMessage, ranges: list[tuple[int, int]]) -> Iterator[Chunk]:
     index = 0
     for first, last in ranges:
-        for chunk in CHUNKS_JSON.validate_json(task.storage.get(range_key(msg, first, last, CHUNKS_ARTIFACT))):
+        for chunk in artifacts.load_chunks(task.storage.get(range_key(msg, first, last, artifacts.CHUNKS))):
             yield Chunk(index=index, text=chunk.text, page=chunk.page)
             index += 1
 
 
 def _concatenated_pages(task: StageTask, msg: PipelineMessage, ranges: list[tuple[int, int]]) -> bytes:
-    """The ranges' JSON arrays joined into one, byte for byte what one task writes."""
-    items = [task.storage.get(range_key(msg, first, last, PAGES_ARTIFACT))[1:-1] for first, last in ranges]
-    return b"[" + b",".join(item for item in items if item) + b"]"
+    """The ranges' pages.json joined into one, byte for byte what one task writes."""
+    return artifacts.concatenate_pages([task.storage.get(range_key(msg, first, last, artifacts.PAGES))
+                                        for first, last in ranges])

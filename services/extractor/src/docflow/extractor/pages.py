@@ -1,19 +1,10 @@
-"""What every reader produces: the text of each page, as stored in pages.json."""
+"""What every reader produces: the text of each page (`PageText`, an entry of pages.json,
+whose codec is docflow.shared.artifacts), and how readers report their progress."""
 
 import time
 from collections.abc import Callable
 
-from pydantic import BaseModel, TypeAdapter
-
-
-class PageText(BaseModel):
-    # 1-based page (PDF) or frame (image) number; None where the format has no fixed
-    # pages (DOCX pagination depends on the renderer; plain text has none).
-    page: int | None
-    text: str
-
-
-PAGES_JSON = TypeAdapter(list[PageText])
+from docflow.shared.artifacts import PageText
 
 # Readers call this as they go: (pages done, pages in all).
 Progress = Callable[[int, int], None]

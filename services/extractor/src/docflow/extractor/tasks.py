@@ -3,7 +3,8 @@
 Claim check: the task receives and returns storage keys only. It writes
 `pages.json` (the text of each page, for inspection and re-chunking) and
 `chunks.json` (what the embedder reads) under the run's version prefix, so a
-redelivered run overwrites its own artifacts and never touches another version's.
+redelivered run overwrites its own artifacts and never touches another version's
+(names and formats: docflow.shared.artifacts).
 """
 
 from typing import Any
@@ -12,27 +13,18 @@ import structlog
 from celery.exceptions import Ignore
 
 from docflow.extractor.chunking import chunk_pages
-from docflow.extractor.fanout import (
-    CHUNKS_ARTIFACT,
-    CHUNKS_JSON,
-    PAGES_ARTIFACT,
-    fan_out_signature,
-    keep_opened,
-    should_fan_out,
-)
-from docflow.extractor.pages import PAGES_JSON, Every, Progress, page_count
+from docflow.extractor.fanout import fan_out_signature, keep_opened, should_fan_out
+from docflow.extractor.pages import Every, Progress, page_count
 from docflow.extractor.readers import read_document, require_text
 from docflow.extractor.readers.pdf import open_pdf, read_pdf_pages
 from docflow.extractor.worker import app
-from docflow.shared import metrics
+from docflow.shared import artifacts, metrics
 from docflow.shared.content_types import ContentType
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Task
 from docflow.shared.stage_task import StageTask
 
 log = structlog.get_logger(__name__)
-
-__all__ = ["CHUNKS_ARTIFACT", "CHUNKS_JSON", "PAGES_ARTIFACT", "extract_document"]
 
 
 @app.task(base=StageTask, name=Task.EXTRACT.value, bind=True)
@@ -55,15 +47,15 @@ def extract_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]
     chunks = chunk_pages(pages, self.settings.chunk_tokens, self.settings.chunk_overlap_tokens)
 
     # Delete means gone: a run whose document was deleted (or reprocessed) meanwhile writes nothing.
-    if not self.store_artifacts(msg, {msg.key(PAGES_ARTIFACT): PAGES_JSON.dump_json(pages),
-                                      msg.key(CHUNKS_ARTIFACT): CHUNKS_JSON.dump_json(chunks)}):
+    if not self.store_artifacts(msg, {msg.key(artifacts.PAGES): artifacts.dump_pages(pages),
+                                      msg.key(artifacts.CHUNKS): artifacts.dump_chunks(chunks)}):
         raise Ignore()
     pages_in_all = page_count(pages)
     metrics.PAGES_EXTRACTED.labels(msg.content_type).inc(len(pages))
     metrics.CHUNKS_PRODUCED.labels(msg.content_type).inc(len(chunks))
     self.report(msg, 1, 1, pages=pages_in_all, chunks=len(chunks))
     log.info("document extracted", content_type=msg.content_type, pages=pages_in_all, chunks=len(chunks))
-    return msg.model_copy(update={"chunks_key": msg.key(CHUNKS_ARTIFACT)}).model_dump()
+    return msg.model_copy(update={"chunks_key": msg.key(artifacts.CHUNKS)}).model_dump()
 
 
 def _page_reporter(task: StageTask, msg: PipelineMessage, due: Every | None = None) -> Progress:

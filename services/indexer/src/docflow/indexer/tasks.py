@@ -1,20 +1,19 @@
 """The indexer's tasks: index a document's vectors, search a tenant, delete a document's
 vectors, rewrite a document's metadata, and maintain a tenant's index."""
 
-import io
 import time
 
 import numpy as np
 import structlog
 from celery.exceptions import Ignore
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from docflow.indexer import metrics as index_metrics
 from docflow.indexer.maintenance import MaintenanceSchedule
 from docflow.indexer.stores import NO_ATTRIBUTES, DocumentAttributes, SearchHit, VectorRecord
 from docflow.indexer.stores.base import filterable_metadata
 from docflow.indexer.worker import app, get_store
-from docflow.shared import metrics
+from docflow.shared import artifacts, metrics
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.highlights import highlights
 from docflow.shared.messages import Chunk, PipelineMessage
@@ -26,20 +25,18 @@ from docflow.shared.tracing import ACCEPTED_AT, header
 
 log = structlog.get_logger(__name__)
 
-_CHUNK_LIST = TypeAdapter(list[Chunk])
-
-
 def load_chunks(data: bytes) -> list[Chunk]:
+    """The chunks.json artifact; a malformed one fails the document at once."""
     try:
-        return _CHUNK_LIST.validate_json(data)
+        return artifacts.load_chunks(data)
     except ValidationError as exc:
         raise PermanentError(ErrorCode.INTERNAL_ERROR, f"chunks artifact is malformed: {exc}") from exc
 
 
 def load_embeddings(data: bytes) -> np.ndarray:
+    """The embeddings.npy artifact (never unpickled); a malformed one fails the document at once."""
     try:
-        # No pickles: an .npy artifact must never be able to run code in the worker.
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return artifacts.load_embeddings(data)
     except (ValueError, EOFError) as exc:
         raise PermanentError(ErrorCode.INTERNAL_ERROR, f"embeddings artifact is malformed: {exc}") from exc
 
