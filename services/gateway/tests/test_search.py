@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis
 from pydantic import SecretStr
 from celery.contrib.testing.worker import start_worker
 from structlog.testing import capture_logs
@@ -443,3 +444,29 @@ def test_searches_beyond_the_bound_get_503_at_once_and_probes_still_answer(make_
 def test_the_search_bound_must_leave_threads_for_everything_else():
     with pytest.raises(ValueError, match="DOCFLOW_SEARCH_MAX_CONCURRENT"):
         Settings(search_max_concurrent=64, gateway_threads=64)
+
+
+def test_every_redis_pool_of_the_gateway_serves_all_its_threads_at_once(make_gateway):
+    """kombu's Redis channel caps its pool at 10 connections by default: with more request
+    threads than that publishing or polling at once, the rest got MaxConnectionsError,
+    answered 503 "Redis unavailable" with Redis healthy (51 of 200 concurrent searches).
+    Each pool the request threads draw on must hand out a connection to every thread."""
+    threads = 24
+    gateway = make_gateway(gateway_threads=threads, search_max_concurrent=8)
+    services = gateway.client.app.state.services
+    with services.celery.connection_for_write() as connection:
+        pools = {"status store": services.redis.connection_pool,
+                 "result backend": services.celery.backend.client.connection_pool,
+                 "broker (kombu's channel)": connection.default_channel.pool}
+        for name, pool in pools.items():
+            held = []
+            try:
+                for _ in range(threads):
+                    held.append(pool.get_connection())
+                    held[-1].send_command("PING")
+                    assert held[-1].read_response() in (b"PONG", "PONG", True)
+            except redis.exceptions.ConnectionError as exc:
+                pytest.fail(f"the {name} pool gave out after {len(held)} of {threads} connections: {exc}")
+            finally:
+                for each in held:
+                    pool.release(each)
