@@ -1,7 +1,8 @@
 """`make run`: start the local stack in the foreground until Ctrl-C.
 
 Uses the redis-server at DOCFLOW_REDIS_URL when that is set, else starts its own
-(with AOF persistence) under DOCFLOW_DATA_DIR (default .data/).
+(with AOF persistence) under DOCFLOW_DATA_DIR (default .data/). A process that
+exits is started again after a backoff, announced on stderr (supervisor.py).
 """
 
 import os
@@ -10,8 +11,33 @@ import sys
 import time
 from pathlib import Path
 
+from docflow.devstack.processes import Process
 from docflow.devstack.stack import DEV_API_KEYS, LocalStack, worker_name
+from docflow.devstack.supervisor import Supervisor
 from docflow.shared.names import SERVICE_OF_STAGE
+
+
+def supervise(stack: LocalStack) -> Supervisor:
+    """Every process of the stack, each restarted with a backoff when it exits."""
+    supervisor = Supervisor(say=lambda line: print(line, file=sys.stderr, flush=True))
+    if stack.redis is not None:
+        redis = stack.redis
+
+        def start_redis() -> Process:
+            redis.start()  # the same port and data folder: the AOF brings the queues back
+            assert redis.process is not None
+            return redis.process
+
+        supervisor.watch("redis", redis.process, start_redis, redis.data_dir / "redis.log")
+    for stage, process in stack.workers.items():
+        name = SERVICE_OF_STAGE[stage]
+        supervisor.watch(name, process, lambda stage=stage: stack.start_worker(stage), stack.logs_dir / f"{name}.log")
+    for (stage, role), process in stack.side_workers.items():
+        name = worker_name(stage, role)
+        supervisor.watch(name, process, lambda stage=stage, role=role: stack.start_side_worker(stage, role),
+                         stack.logs_dir / f"{name}.log")
+    supervisor.watch("gateway", stack.gateway, stack.start_gateway, stack.logs_dir / "gateway.log")
+    return supervisor
 
 
 def main() -> int:
@@ -50,13 +76,10 @@ Try:  curl -H 'Authorization: Bearer {api_key}' -F file=@README.md {stack.gatewa
       DOCFLOW_URL={stack.gateway_url} DOCFLOW_API_KEY={api_key} .venv/bin/docflow ingest README.md
 Press Ctrl-C to stop.
 """, flush=True)
+    supervisor = supervise(stack)
     try:
         while not stopping:
-            dead = [p.name for p in [stack.gateway, *stack.workers.values(), *stack.side_workers.values()]
-                    if p and not p.alive()]
-            if dead:
-                print(f"docflow: {', '.join(dead)} exited; see {stack.logs_dir}/; stopping.", file=sys.stderr)
-                return 1
+            supervisor.check()
             time.sleep(0.5)
     finally:
         print("\nStopping docflow ...", flush=True)

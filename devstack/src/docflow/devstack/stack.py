@@ -139,7 +139,8 @@ class LocalStack:
     def start(self) -> "LocalStack":
         try:
             if not self.redis_url:
-                self.redis = RedisServer(self.data_dir / "redis").start()
+                self.redis = RedisServer(self.data_dir / "redis",
+                                         appendfsync=self.settings().redis_appendfsync).start()
                 self.redis_url = self.redis.url
             for stage in Stage:
                 self.start_worker(stage)

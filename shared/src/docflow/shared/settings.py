@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docflow.shared.names import Stage
 
+# Redis's AOF fsync policy, for the redis-server `make run` starts (the chart's is
+# `redis.appendfsync`): what an accepted document (a 202) survives, docs/reliability.md.
+RedisAppendFsync = Literal["everysec", "always"]
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -59,6 +62,10 @@ class Settings(BaseSettings):
     redis_tls_cert_file: Path | None = None
     redis_tls_key_file: Path | None = None
     redis_tls_verify: Literal["required", "optional", "none"] = "required"
+    # Only for the redis-server the local stack starts (make run): `everysec` may lose
+    # the last second of accepted documents on a power loss, `always` none (Redis
+    # fsyncs before it answers), at the cost per upload bench/durability.py measures.
+    redis_appendfsync: RedisAppendFsync = "everysec"
 
     # --- Gateway ----------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
@@ -127,6 +134,14 @@ class Settings(BaseSettings):
 
     # --- Embedder -----------------------------------------------------------------
     embedder: Literal["minilm", "openai", "hash"] = "minilm"
+    # How the bundled MiniLM runs: `torch` (sentence-transformers), `onnx` (the same
+    # model exported to ONNX, fp32) or `onnx-int8` (its MatMul weights quantized per
+    # channel: about twice torch's speed on CPU, held to torch's quality by the gate in
+    # tests/quality/). The ONNX files are built at install time into
+    # `minilm_onnx_dir` (unset: inside the Python environment, see
+    # docflow.embedder.providers.minilm_onnx.default_onnx_dir).
+    minilm_runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    minilm_onnx_dir: Path | None = None
     # Chunks per model call (per request for `openai`). Unset: the provider's own
     # default (docflow.embedder.providers.DEFAULT_BATCH_SIZE): 16 for minilm, the
     # fastest batch on CPU (bench/, docs/benchmarks.md), 64 for HTTP endpoints.
