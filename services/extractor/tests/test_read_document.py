@@ -42,13 +42,17 @@ def docx_of_empty_paragraphs() -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize(("content_type", "data"), [
-    pytest.param(ContentType.TEXT, b"", id="empty-text"),
-    pytest.param(ContentType.TEXT, b" \n\t\n ", id="whitespace-text"),
-    pytest.param(ContentType.DOCX, docx_of_empty_paragraphs(), id="docx-without-text"),
-    pytest.param(ContentType.PNG, blank_png(), id="blank-image"),
+@pytest.mark.parametrize(("content_type", "data", "reason"), [
+    pytest.param(ContentType.TEXT, b"", "the file contains no text", id="empty-text"),
+    pytest.param(ContentType.TEXT, b" \n\t\n ", "the file contains no text", id="whitespace-text"),
+    pytest.param(ContentType.DOCX, docx_of_empty_paragraphs(), "OCR found none in its images",
+                 id="docx-without-text"),
+    pytest.param(ContentType.PNG, blank_png(), "OCR found no text in the image", id="blank-image"),
 ])
-def test_a_document_without_text_is_empty_document(settings, record_progress, content_type, data):
+def test_a_document_without_text_is_empty_document_saying_truthfully_why(settings, record_progress,
+                                                                         content_type, data, reason):
+    """Every empty document said "OCR found none in its images", a text file too."""
     with pytest.raises(PermanentError) as failure:
         read_document(content_type, data, settings, record_progress)
     assert failure.value.code == ErrorCode.EMPTY_DOCUMENT
+    assert reason in failure.value.message

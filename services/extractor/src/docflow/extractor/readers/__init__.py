@@ -16,7 +16,10 @@ from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.settings import Settings
 
 Reader = Callable[[bytes, Settings, Progress], list[PageText]]
-NO_TEXT = "the document contains no text, and OCR found none in its images"
+# What an empty result means, said truthfully for each kind of input.
+NO_TEXT = "the document contains no text, and OCR found none in its images"  # PDF and DOCX: both OCR pictures
+NO_TEXT_IN_IMAGE = "OCR found no text in the image"
+NO_TEXT_IN_TEXT_FILE = "the file contains no text (only whitespace)"
 
 READERS: dict[ContentType, Reader] = {
     ContentType.PDF: read_pdf,
@@ -35,11 +38,14 @@ def read_document(content_type: str, data: bytes, settings: Settings,
     reader = READERS.get(content_type)  # a StrEnum key matches its plain string
     if reader is None:
         raise PermanentError(ErrorCode.UNSUPPORTED_TYPE, f"no reader for content type {content_type!r}")
-    return require_text(reader(data, settings, progress))
+    return require_text(reader(data, settings, progress), _NO_TEXT_BY_READER.get(reader, NO_TEXT))
 
 
-def require_text(pages: list[PageText]) -> list[PageText]:
-    """The pages, unless not one of them holds any text (`PermanentError`)."""
+def require_text(pages: list[PageText], reason: str = NO_TEXT) -> list[PageText]:
+    """The pages, unless not one of them holds any text (`PermanentError` with `reason`)."""
     if not any(page.text.strip() for page in pages):
-        raise PermanentError(ErrorCode.EMPTY_DOCUMENT, NO_TEXT)
+        raise PermanentError(ErrorCode.EMPTY_DOCUMENT, reason)
     return pages
+
+
+_NO_TEXT_BY_READER: dict[Reader, str] = {read_image: NO_TEXT_IN_IMAGE, read_text: NO_TEXT_IN_TEXT_FILE}
