@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel
 
+from docflow.shared.names import KEY_PREFIX
 from docflow.shared.status import utcnow
 
 # An undecodable message's body is kept for diagnosis, never whole: it may be huge.
@@ -41,7 +42,7 @@ class DeadLetter(BaseModel):
 
 
 class DeadLetterStore:
-    def __init__(self, client: redis.Redis, prefix: str = "docflow:") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
         self.redis = client
         self.list_key = f"{prefix}dead_letters"
         self.entries_key = f"{prefix}dead_letters:entries"

@@ -28,6 +28,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from docflow.shared.pipeline_shape import DocumentStatus
+
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # The workers' metrics are kept out of prometheus_client's default registry, so a
@@ -97,7 +99,7 @@ def document_finished(status: str, content_type: str, accepted_at: float | None,
     same task does not count the document twice.
     """
     DOCUMENTS_FINISHED.labels(status).inc()
-    if status == "completed" and accepted_at is not None:
+    if status == DocumentStatus.COMPLETED and accepted_at is not None:
         DOCUMENT_SECONDS.labels(content_type).observe(max(0.0, now - float(accepted_at)))
 
 

@@ -13,6 +13,11 @@ waits for at most one document task per worker process, never for a whole backlo
 
 from enum import StrEnum
 
+# What every Redis key docflow writes begins with (DOCFLOW_REDIS_KEY_PREFIX's default):
+# status records, dead letters, task owners, rate limits. kombu's own keys (queues, the
+# unacked hash) are not under it.
+KEY_PREFIX = "docflow:"
+
 
 class Stage(StrEnum):
     EXTRACT = "extract"
@@ -21,6 +26,11 @@ class Stage(StrEnum):
 
 
 class Queue(StrEnum):
+    """`docflow.<stage>` for a stage's documents, `docflow.<kind>.<stage>` for its other
+    work (query, maintenance): a queue says whose backlog it is, the thing KEDA scales.
+    So the query embedding runs as task `docflow.embed.query` on queue
+    `docflow.query.embed`: two rules, not a typo (see Task)."""
+
     EXTRACT = "docflow.extract"
     EMBED = "docflow.embed"
     INDEX = "docflow.index"
@@ -98,7 +108,12 @@ def roles_of_stage(stage: Stage) -> list[WorkerRole]:
 
 
 class Task(StrEnum):
-    """Stable Celery task names (never derived from module paths)."""
+    """Stable Celery task names (never derived from module paths): `docflow.<stage>.<what
+    it does or acts on>`, the stage being the worker that owns the libraries it needs.
+
+    Stable means never renamed in place: messages already queued, results and dead
+    letters carry these strings, and a worker that no longer registers one drops them.
+    """
 
     EXTRACT = "docflow.extract.document"
     # A big PDF's extract fans out: page ranges in parallel, then one merge.
@@ -109,6 +124,7 @@ class Task(StrEnum):
     # Query-time work, served by the same workers that own the libraries.
     EMBED_QUERY = "docflow.embed.query"
     SEARCH = "docflow.index.search"
+    # Every version's vectors of a deleted document (the index's copy of the document).
     DELETE_VECTORS = "docflow.index.delete_document"
     # A document's metadata changed (PATCH): rewrite it on the document's indexed chunks.
     UPDATE_METADATA = "docflow.index.update_metadata"

@@ -29,20 +29,13 @@ from docflow.shared.delivery import is_redis_unreachable
 from docflow.shared.errors import ErrorCode, PermanentError, PipelineError, TransientError
 from docflow.shared.messages import PipelineMessage, artifact_prefix
 from docflow.shared.names import QUEUE_OF_STAGE, STAGE_OF_TASK, Stage
+from docflow.shared.pipeline_shape import PIPELINE_STAGE
 from docflow.shared.redis_connection import redis_client
 from docflow.shared.settings import Settings, get_settings
 from docflow.shared.status import DocumentError, DocumentStatus, StatusStore
 from docflow.shared.storage import Storage, open_storage
 
 log = structlog.get_logger(__name__)
-
-STATUS_OF_STAGE = {
-    Stage.EXTRACT: DocumentStatus.EXTRACTING,
-    Stage.EMBED: DocumentStatus.EMBEDDING,
-    Stage.INDEX: DocumentStatus.INDEXING,
-}
-# The slice of the 0-100 progress bar each stage fills.
-PROGRESS_SPAN = {Stage.EXTRACT: (0, 40), Stage.EMBED: (40, 80), Stage.INDEX: (80, 100)}
 
 
 def classify(exc: BaseException) -> tuple[ErrorCode, str, bool]:
@@ -155,8 +148,9 @@ class StageTask(DocflowTask):
         structlog.contextvars.bind_contextvars(document_id=msg.document_id, version=msg.version,
                                                stage=self.stage.value)
         # Counting the run and moving the status forward share one round trip.
+        shape = PIPELINE_STAGE[self.stage]
         attempt = self.status.begin_stage(msg.document_id, msg.version, self.stage.value,
-                                          STATUS_OF_STAGE[self.stage], PROGRESS_SPAN[self.stage][0])
+                                          shape.status, shape.progress[0])
         if not attempt:
             log.info("skipping stale run: document deleted, reprocessed or already final")
             raise Ignore()
@@ -212,7 +206,7 @@ class StageTask(DocflowTask):
         False if the run is stale (document deleted, reprocessed or final): the same
         round trip tells a long task whether to go on.
         """
-        low, high = PROGRESS_SPAN[self.stage]
+        low, high = PIPELINE_STAGE[self.stage].progress
         fraction = done / total if total else 1.0
         return self.status.update(msg.document_id, msg.version,
                                   progress=int(low + fraction * (high - low)), **counts)

@@ -21,28 +21,17 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import redis
 from pydantic import BaseModel, Field
 
 from docflow.shared.errors import ErrorCode
+from docflow.shared.names import KEY_PREFIX
 
-
-class DocumentStatus(StrEnum):
-    QUEUED = "queued"
-    EXTRACTING = "extracting"
-    EMBEDDING = "embedding"
-    INDEXING = "indexing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINAL_STATUSES = frozenset({DocumentStatus.COMPLETED, DocumentStatus.FAILED, DocumentStatus.CANCELLED})
-# Forward order of the live statuses; the Lua script refuses to move backwards.
-_RANK = {s.value: i for i, s in enumerate(DocumentStatus)}
+# The statuses and their forward order are the pipeline's shape (pipeline_shape); they
+# are imported from here too, beside the records that carry them.
+from docflow.shared.pipeline_shape import FINAL_STATUSES, STATUS_RANK, DocumentStatus
 
 
 class DocumentError(BaseModel):
@@ -98,8 +87,11 @@ def utcnow() -> datetime:
 
 # Moves the document (KEYS[1]) from status set `old` to `new` (either may be nil),
 # keeping its creation-time score from the tenant's listing. Prepended to every script
-# that changes a status; @PREFIX@ is the store's key prefix (a Lua string literal).
+# that changes a status; @PREFIX@ is the store's key prefix (a Lua string literal), and
+# FINAL (a set), QUEUED and FAILED spell the statuses the scripts name, from DocumentStatus.
 _REINDEX_LUA = """
+local FINAL = @FINAL@
+local QUEUED, FAILED = @QUEUED@, @FAILED@
 local function reindex(old, new)
   if old == new then return end
   local fields = redis.call('HMGET', KEYS[1], 'document_id', 'tenant')
@@ -120,12 +112,12 @@ local current = redis.call('HGET', KEYS[1], 'version')
 if not current or current ~= ARGV[1] then return 0 end
 local rank = cjson.decode(ARGV[5])
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if FINAL[status] then return 0 end
 if ARGV[3] ~= '' then
   if rank[ARGV[3]] < rank[status] then return 0 end
   redis.call('HSET', KEYS[1], 'status', ARGV[3])
   reindex(status, ARGV[3])
-  if ARGV[3] == 'completed' or ARGV[3] == 'failed' or ARGV[3] == 'cancelled' then
+  if FINAL[ARGV[3]] then
     redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'document_id'))
   end
 end
@@ -148,7 +140,7 @@ _BEGIN_LUA = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current or current ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if FINAL[status] then return 0 end
 -- An earlier stage's message delivered again after a later stage began (its ack was
 -- lost in a crash): its work already went on down the chain, so the run is stale. Were
 -- it run, the later stages would run again with their run counters restarted.
@@ -164,7 +156,7 @@ local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
 if tonumber(ARGV[5]) > old then redis.call('HSET', KEYS[1], 'progress', ARGV[5]) end
 return attempt
 """
-_RANK_JSON = json.dumps(_RANK)
+_RANK_JSON = json.dumps(STATUS_RANK)
 
 # KEYS[1] = hash, KEYS[2] = the in-flight set; ARGV: task_id, now, expected version and
 # expected updated_at ('' = any: a reprocess; both set: a recovery, which must not
@@ -177,7 +169,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if ARGV[3] ~= '' then
   local current = redis.call('HMGET', KEYS[1], 'version', 'updated_at', 'status')
   if current[1] ~= ARGV[3] or current[2] ~= ARGV[4] then return false end
-  if current[3] == 'completed' or current[3] == 'failed' or current[3] == 'cancelled' then return false end
+  if FINAL[current[3]] then return false end
 end
 local before = redis.call('HMGET', KEYS[1], @UNDONE@)
 for i = 1, #before do before[i] = before[i] or '' end
@@ -192,10 +184,10 @@ if old_task ~= '' then
   if #ids > keep then ids = {unpack(ids, #ids - keep + 1)} end
   redis.call('HSET', KEYS[1], 'previous_task_ids', table.concat(ids, ' '))
 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'attempts', '0',
+redis.call('HSET', KEYS[1], 'status', QUEUED, 'progress', '0', 'attempts', '0',
            'task_id', ARGV[1], 'updated_at', ARGV[2])
 for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-reindex(old_status, 'queued')
+reindex(old_status, QUEUED)
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[2], clock[1], redis.call('HGET', KEYS[1], 'document_id'))
 table.insert(before, 1, version)
@@ -212,13 +204,13 @@ _UNDONE_ON_RESTART = ("status", "progress", "attempts", "task_id", "updated_at",
 # values the restart returned. Returns 1 if undone.
 _UNRESTART_LUA = """
 local current = redis.call('HMGET', KEYS[1], 'version', 'status', 'task_id')
-if current[1] ~= ARGV[1] or current[2] ~= 'queued' or current[3] ~= ARGV[2] then return 0 end
+if current[1] ~= ARGV[1] or current[2] ~= QUEUED or current[3] ~= ARGV[2] then return 0 end
 local names = {@UNDONE@}
 redis.call('HINCRBY', KEYS[1], 'version', -1)
 for i, name in ipairs(names) do redis.call('HSET', KEYS[1], name, ARGV[i + 2]) end
 local old_status = ARGV[3]
-reindex('queued', old_status)
-if old_status == 'completed' or old_status == 'failed' or old_status == 'cancelled' then
+reindex(QUEUED, old_status)
+if FINAL[old_status] then
   redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'document_id'))
 end
 return 1
@@ -231,10 +223,10 @@ return 1
 _REOPEN_LUA = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current or current ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', '0', 'stage', '', 'error', '',
+if redis.call('HGET', KEYS[1], 'status') ~= FAILED then return 0 end
+redis.call('HSET', KEYS[1], 'status', QUEUED, 'attempts', '0', 'stage', '', 'error', '',
            'completed_at', '', 'updated_at', ARGV[2])
-reindex('failed', 'queued')
+reindex(FAILED, QUEUED)
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[2], clock[1], redis.call('HGET', KEYS[1], 'document_id'))
 return 1
@@ -270,11 +262,15 @@ def _encode(value: Any) -> str:
 
 
 class StatusStore:
-    def __init__(self, client: redis.Redis, prefix: str = "docflow:") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
         self.redis = client
         self.prefix = prefix
         # Every script that moves a status also moves the document between status sets.
-        prelude = _REINDEX_LUA.replace("@PREFIX@", json.dumps(prefix))
+        prelude = (_REINDEX_LUA.replace("@PREFIX@", json.dumps(prefix))
+                   .replace("@FINAL@", "{" + ", ".join(f"[{json.dumps(s.value)}] = true"
+                                                       for s in sorted(FINAL_STATUSES)) + "}")
+                   .replace("@QUEUED@", json.dumps(DocumentStatus.QUEUED.value))
+                   .replace("@FAILED@", json.dumps(DocumentStatus.FAILED.value)))
         undone = ", ".join(json.dumps(name) for name in _UNDONE_ON_RESTART)
 
         def script(body: str):
@@ -289,7 +285,7 @@ class StatusStore:
         self._status_index_ready = False
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "docflow:") -> "StatusStore":
+    def from_url(cls, url: str, prefix: str = KEY_PREFIX) -> "StatusStore":
         return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
 
     def _doc_key(self, document_id: str) -> str:
@@ -583,7 +579,7 @@ class StatusStore:
         args: list[str] = [str(version), utcnow().isoformat(),
                            status.value if status else "",
                            "" if progress is None else str(max(0, min(100, int(progress)))),
-                           json.dumps(_RANK)]
+                           _RANK_JSON]
         for name, value in fields.items():
             args += [name, _encode(value)]
         return bool(self._update(keys=[self._doc_key(document_id), self.in_flight_key], args=args))

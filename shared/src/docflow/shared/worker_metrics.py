@@ -25,6 +25,7 @@ from celery.exceptions import Ignore
 
 from docflow.shared import metrics
 from docflow.shared.delivery import is_redis_unreachable
+from docflow.shared.errors import ErrorCode
 from docflow.shared.names import QUEUE_OF_STAGE, Stage
 from docflow.shared.settings import get_settings
 from docflow.shared.stage_task import classify
@@ -165,5 +166,5 @@ def install(app: Celery, stage: Stage) -> None:
             # Not the task's failure: the message is requeued and the run repeated.
             metrics.TASKS_RETRIED.labels(stage.value, sender.name).inc()
             return
-        code, _, _ = classify(exception) if exception is not None else ("internal_error", "", False)
+        code = classify(exception)[0] if exception is not None else ErrorCode.INTERNAL_ERROR
         metrics.TASKS_FAILED.labels(stage.value, sender.name, str(getattr(code, "value", code))).inc()

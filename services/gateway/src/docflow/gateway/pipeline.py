@@ -17,16 +17,14 @@ from celery.result import AsyncResult
 from docflow.gateway.schemas import StageState
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Stage, Task
+from docflow.shared.pipeline_shape import DOCUMENT_PIPELINE
 from docflow.shared.search import SearchQuery, UnsupportedSearchMode
 
 log = structlog.get_logger(__name__)
 
-# The document pipeline, in order; each stage returns the message for the next.
-DOCUMENT_STAGES: tuple[tuple[Stage, Task], ...] = (
-    (Stage.EXTRACT, Task.EXTRACT),
-    (Stage.EMBED, Task.EMBED),
-    (Stage.INDEX, Task.INDEX),
-)
+# The document pipeline's (stage, task) in order (docflow.shared.pipeline_shape); each
+# stage returns the message for the next.
+DOCUMENT_STAGES: tuple[tuple[Stage, Task], ...] = tuple((step.stage, step.task) for step in DOCUMENT_PIPELINE)
 _FIRST_POLL_SECONDS = 0.02
 _MAX_POLL_SECONDS = 0.25
 

@@ -17,16 +17,16 @@ from pydantic import BaseModel, Field, ValidationError
 
 from docflow.gateway.auth import AdminKey
 from docflow.gateway.dependencies import Services, ServicesDep
-from docflow.gateway.pipeline import DOCUMENT_STAGES, new_task_id
+from docflow.gateway.pipeline import new_task_id
 from docflow.shared.deadletters import DeadLetter
 from docflow.shared.errors import ErrorCode
 from docflow.shared.messages import PipelineMessage
+from docflow.shared.pipeline_shape import STAGE_OF_PIPELINE_TASK
 from docflow.shared.status import DocumentError, DocumentStatus
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/admin/dead-letters", tags=["admin"], dependencies=[AdminKey])
 
-STAGE_OF_DOCUMENT_TASK = {task.value: stage for stage, task in DOCUMENT_STAGES}
 NOT_FOUND = {status.HTTP_404_NOT_FOUND: {"description": "No such dead letter (or already replayed)"}}
 
 
@@ -101,7 +101,7 @@ def replay_dead_letter(letter_id: str, services: ServicesDep) -> Replayed:
 
 
 def _replay(services: Services, letter: DeadLetter) -> Replayed:
-    stage = STAGE_OF_DOCUMENT_TASK.get(letter.task_name)
+    stage = STAGE_OF_PIPELINE_TASK.get(letter.task_name)
     if stage is None:
         task_id = services.pipeline.send(letter.task_name, letter.args)
         return Replayed(dead_letter_id=letter.id, task_name=letter.task_name, task_id=task_id,
