@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from docflow.cli.client import ApiError, GatewayClient
+from docflow.cli.statuses import COMPLETED, FINAL_STATUSES, QUEUED
 
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 UPLOAD_FAILED = "upload failed"
 TIMED_OUT = "timed out"
 VANISHED = "deleted"
@@ -23,7 +23,7 @@ class Outcome:
 
     file: str
     document_id: str | None = None
-    status: str = "queued"
+    status: str = QUEUED
     progress: int = 0
     pages: int | None = None
     chunks: int | None = None
@@ -35,7 +35,7 @@ class Outcome:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "completed"
+        return self.status == COMPLETED
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)

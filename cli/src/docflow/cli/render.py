@@ -6,7 +6,9 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-STATUS_STYLES = {"completed": "green", "failed": "red", "cancelled": "yellow"}
+from docflow.cli.statuses import CANCELLED, COMPLETED, FAILED
+
+STATUS_STYLES = {COMPLETED: "green", FAILED: "red", CANCELLED: "yellow"}
 DOCUMENT_FIELDS = ("document_id", "filename", "status", "progress", "content_type", "size_bytes",
                    "pages", "chunks", "vectors", "stage", "attempts", "version", "task_id",
                    "created_at", "updated_at", "completed_at")
