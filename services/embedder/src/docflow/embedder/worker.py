@@ -1,4 +1,10 @@
-"""The embedder's Celery worker: `celery -A docflow.embedder.worker worker -Q docflow.embed`.
+"""The embedder's Celery worker:
+
+    celery -A docflow.embedder.worker worker -Q docflow.query.embed,docflow.embed   # documents
+    celery -A docflow.embedder.worker worker -Q docflow.query.embed                 # query-only
+
+The document worker takes the query queue first, as a fallback for the query-only one
+(`docflow.shared.names.queues_of_role`, which `make run` and the chart start them with).
 
 Importing this module must stay cheap and must not import torch: Celery imports it
 in the parent process, which then forks the pool. The model is loaded in each pool

@@ -1,4 +1,11 @@
-"""The indexer's Celery worker: `celery -A docflow.indexer.worker worker -Q docflow.index`.
+"""The indexer's Celery worker:
+
+    celery -A docflow.indexer.worker worker -Q docflow.query.index,docflow.index   # documents
+    celery -A docflow.indexer.worker worker -Q docflow.query.index                 # query-only
+    celery -A docflow.indexer.worker worker -Q docflow.maintenance.index           # maintenance
+
+The document worker takes the query queue first, as a fallback for the query-only one
+(`docflow.shared.names.queues_of_role`, which `make run` and the chart start them with).
 
 The vector store is opened once per worker process, after fork (`worker_process_init`),
 never in the prefork parent: a LanceDB connection opened in the parent hung its
