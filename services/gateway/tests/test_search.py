@@ -193,6 +193,14 @@ def test_a_422_shows_only_an_excerpt_of_a_huge_or_unencodable_input(gateway, stu
     assert lone.status_code == 422, lone.text
 
 
+def test_a_lone_surrogate_in_the_query_is_422_not_500(gateway, stub_workers):
+    """A lone surrogate in a search query answered 500: it cannot be encoded for the workers."""
+    response = gateway.client.post("/v1/search", content=b'{"query": "fox \\ud800 den"}',
+                                   headers={**gateway.auth(), "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert not stub_workers.search_calls
+
+
 def test_a_mode_the_indexer_refuses_is_400(gateway, stub_workers):
     response = gateway.post("/v1/search", json={"query": "unsupported", "mode": "keyword"})
     assert response.status_code == 400, response.text
@@ -470,3 +478,37 @@ def test_every_redis_pool_of_the_gateway_serves_all_its_threads_at_once(make_gat
             finally:
                 for each in held:
                     pool.release(each)
+
+
+# --- a stored record that cannot be rendered breaks no read ----------------------------
+
+def _deep(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("stored", [{"a": "\ud800"}, {"\udfff": 1}, _deep(300)], ids=["lone surrogate value",
+                                                                                   "lone surrogate key", "deep"])
+def test_a_stored_record_that_cannot_be_rendered_never_breaks_a_read(gateway, stub_workers, stored):
+    """Uploads validate metadata now, but a record stored before they did (or by any
+    other path) made GET of it and every listing of its tenant a 500 until it was deleted."""
+    services = gateway.client.app.state.services
+    broken, fine = (gateway.accepted(metadata='{"team": "docs"}')["document_id"] for _ in range(2))
+    services.redis.hset(f"{services.settings.redis_key_prefix}doc:{broken}", "metadata",
+                        json.dumps(stored))  # as an older gateway stored it
+
+    listing = gateway.get("/v1/documents")
+    assert listing.status_code == 200, listing.text[:300]
+    by_id = {d["document_id"]: d for d in listing.json()["documents"]}
+    assert by_id[fine]["metadata"] == {"team": "docs"} and by_id[fine]["metadata_error"] is None
+    assert by_id[broken]["metadata"] == {} and "cannot be shown" in by_id[broken]["metadata_error"]
+    one = gateway.get(f"/v1/documents/{broken}")
+    assert one.status_code == 200 and one.json()["metadata_error"]
+    stub_workers.hits_by_tenant["tenant-a"] = [
+        {"document_id": broken, "chunk_index": 0, "text": "chunk", "score": 0.9, "page": 1, "highlights": []}]
+    assert gateway.post("/v1/search", json={"query": "chunk"}).status_code == 200
+    # PATCH repairs it.
+    repaired = gateway.client.patch(f"/v1/documents/{broken}", headers=gateway.auth(), json={"metadata": {"ok": 1}})
+    assert repaired.status_code == 200 and repaired.json()["metadata_error"] is None

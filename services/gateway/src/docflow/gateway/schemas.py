@@ -3,11 +3,15 @@
 from datetime import datetime
 from typing import Any, Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from docflow.gateway.metadata import MetadataError, validated_metadata
 from docflow.shared.search import BUILTIN_FILTER_FIELDS, SearchMode
 from docflow.shared.search_filter import parse_filter
 from docflow.shared.status import DocumentRecord, DocumentStatus
+
+log = structlog.get_logger(__name__)
 
 MAX_QUERY_CHARS = 2000
 MAX_TOP_K = 100
@@ -35,6 +39,9 @@ class Document(BaseModel):
     content_type: str
     size_bytes: int
     metadata: dict[str, Any]
+    metadata_error: str | None = Field(
+        default=None, description="Set when the stored metadata cannot be shown (a record written before "
+                                  "metadata was validated at upload): `metadata` is then empty; PATCH replaces it")
     pages: int | None
     chunks: int | None
     vectors: int | None
@@ -56,7 +63,20 @@ class Document(BaseModel):
         # Tenant and storage keys are internal: the caller knows its tenant and
         # reaches artifacts only through the API.
         data = record.model_dump(exclude={"tenant", "original_key"})
+        data["metadata"], data["metadata_error"] = shown_metadata(record)
         return cls.model_validate(data)
+
+
+def shown_metadata(record: DocumentRecord) -> tuple[dict[str, Any], str | None]:
+    """The record's metadata if every reader can render it, else ({}, why). Uploads and
+    PATCH validate metadata, but a record stored before they did (a lone surrogate, 256
+    levels of nesting) made every listing of its tenant a 500 until it was deleted: one
+    record must never break a read of others."""
+    try:
+        return validated_metadata(record.metadata), None
+    except MetadataError as exc:
+        log.warning("stored metadata cannot be shown", document_id=record.document_id, reason=str(exc))
+        return {}, f"the stored metadata cannot be shown: {exc}"
 
 
 class MetadataUpdate(BaseModel):

@@ -16,7 +16,7 @@ from docflow.gateway.json_bodies import StrictJsonRoute
 from docflow.gateway.metrics import SEARCHES
 from docflow.gateway.pipeline import SearchFailed, SearchModeUnsupported, SearchTimedOut
 from docflow.gateway.rate_limit import RATE_LIMITED, SearchRateLimited
-from docflow.gateway.schemas import SearchHit, SearchRequest, SearchResponse
+from docflow.gateway.schemas import SearchHit, SearchRequest, SearchResponse, shown_metadata
 from docflow.shared.names import Task
 from docflow.shared.search import IndexHit, SearchMode, SearchQuery
 from docflow.shared.settings import Settings
@@ -59,7 +59,7 @@ def _with_documents(services: Services, tenant: str, hits: list[IndexHit]) -> li
     records = {document_id: services.status.get_for_tenant(document_id, tenant)
                for document_id in {hit.document_id for hit in hits}}
     return [SearchHit(document_id=hit.document_id, filename=record.filename, content_type=record.content_type,
-                      metadata=record.metadata, page=hit.page, chunk_index=hit.chunk_index, text=hit.text,
+                      metadata=shown_metadata(record)[0], page=hit.page, chunk_index=hit.chunk_index, text=hit.text,
                       score=hit.score, highlights=hit.highlights)
             for hit in hits if (record := records[hit.document_id]) is not None]
 
