@@ -87,10 +87,12 @@ def sample_names(families) -> set[str]:
 
 def exported_metric_names(redis_url: str) -> set[str]:
     """Every metric name a docflow service exports, from the services' own registries:
-    the workers' (docflow.shared.metrics), the gateway's, and the gateway's queue
-    collector reading a real Redis."""
+    the workers' (docflow.shared.metrics, which the indexer's index-health metrics join
+    when docflow.indexer.metrics is imported, as the indexer worker does), the
+    gateway's, and the gateway's queue collector reading a real Redis."""
     from prometheus_client import REGISTRY
 
+    import docflow.indexer.metrics  # noqa: F401  (registers the index-health metrics)
     from docflow.gateway.metrics import QueueCollector
     from docflow.shared import metrics
 

@@ -13,6 +13,10 @@ REQUIRED_ALERTS = {
     "DocflowStageWithoutWorker",        # no worker up for a stage that has backlog
     "DocflowDocumentFailureRateHigh",   # failure rate above 1 %
     "DocflowDeadLettersGrowing",        # dead letters growing
+    "DocflowIndexMaintenanceStale",     # a tenant written for an hour without maintenance
+    "DocflowIndexMaintenanceFailing",   # maintenance runs only fail
+    "DocflowIndexFragmentsHigh",        # compaction not keeping up
+    "DocflowIndexUnindexedRowsHigh",    # vector index missing or behind
 }
 
 

@@ -5,7 +5,8 @@ import subprocess
 
 import yaml
 from observability_support import (ALL_SELECTED, DASHBOARDS, RULE_TESTS, dashboard_targets,
-                                   exported_metric_names, load_dashboard, referenced_metrics, substitute)
+                                   exported_metric_names, load_dashboard, metric_names, referenced_metrics,
+                                   substitute)
 
 PIPELINE = next((path for path in DASHBOARDS if path.name == "docflow-pipeline.json"), None)
 
@@ -27,6 +28,20 @@ def test_the_dashboard_covers_what_operators_watch():
     latency = [expr for title, expr in dashboard_targets(dashboard) if title == "Task run time per stage"]
     assert {expr.split(",")[0] for expr in latency} == {
         "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"}
+
+
+def test_the_dashboard_shows_every_index_health_metric_the_indexer_exports():
+    from docflow.indexer import metrics as index_metrics
+
+    exported = {metric._name for metric in vars(index_metrics).values()
+                if hasattr(metric, "_name") and metric._name.startswith("docflow_index_")}
+    shown = {name for _, expr in dashboard_targets(pipeline()) for name in metric_names(expr)}
+    missing = {name for name in exported
+               if not any(shown_name == name or shown_name.startswith(name + "_") for shown_name in shown)}
+    assert not missing, f"index-health metrics without a panel: {sorted(missing)}"
+    titles = {title for title, _ in dashboard_targets(pipeline())}
+    assert {"Fragments per tenant", "Chunks outside the vector index", "Time since last maintenance",
+            "Maintenance runs by outcome", "Maintenance run time"} <= titles
 
 
 def test_every_query_is_scoped_by_the_namespace_and_job_variables():

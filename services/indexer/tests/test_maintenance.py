@@ -205,6 +205,14 @@ def test_note_writes_schedules_by_threshold_and_by_delay(redis_client):
     assert timing.note_writes(TENANT) == (True, True)
 
 
+def test_note_writes_counts_each_tenants_writes_for_the_staleness_alert(redis_client):
+    timing = schedule(redis_client, writes=100, delay=60)
+    before = index_metrics.INDEX_WRITES.labels("initech")._value.get()
+    timing.note_writes("initech")
+    timing.note_writes("initech", 4)
+    assert index_metrics.INDEX_WRITES.labels("initech")._value.get() == before + 5
+
+
 @pytest.fixture
 def maintain_task(uri, redis_server, redis_client, monkeypatch):
     from docflow.indexer import tasks, worker

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import redis
 
+from docflow.indexer import metrics as index_metrics
 from docflow.shared.settings import Settings
 
 # Compare-and-delete: only the holder releases the lock.
@@ -68,6 +69,7 @@ class MaintenanceSchedule:
 
     def note_writes(self, tenant: str, count: int = 1) -> tuple[bool, bool]:
         """Count writes; returns (run now, run later): which runs the caller must send."""
+        index_metrics.INDEX_WRITES.labels(tenant).inc(count)  # first: the writes happened even if Redis fails
         pipe = self.redis.pipeline(transaction=False)
         pipe.incrby(self._key("writes", tenant), count)
         pipe.set(self._key("due", tenant), 1, nx=True, ex=self.delay_seconds)

@@ -32,6 +32,12 @@ MAINTENANCE_SECONDS = Histogram("docflow_index_maintenance_duration_seconds",
                                 "Run time of one tenant's maintenance run", ("outcome",),
                                 buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800),
                                 registry=REGISTRY)
+# Counted where maintenance counts them (MaintenanceSchedule.note_writes), by the
+# document worker: with the last-maintenance time, an alert tells a tenant whose
+# writes go unmaintained from one that is merely quiet.
+INDEX_WRITES = Counter("docflow_index_writes_total",
+                       "Index writes (a document indexed, its vectors deleted, its metadata rewritten) "
+                       "counted towards the tenant's next maintenance run", ("tenant",), registry=REGISTRY)
 MAINTENANCE_RUNS = Counter("docflow_index_maintenance_runs_total",
                            "Maintenance runs by outcome: ok, failed, busy (another run held the "
                            "tenant's lock), skipped (nothing to maintain)", ("outcome",), registry=REGISTRY)
