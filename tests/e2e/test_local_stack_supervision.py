@@ -21,20 +21,18 @@ from docflow.devstack.processes import Process, free_port
 from docflow.devstack.supervisor import Supervisor
 
 
-def _python(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
-
-
 def test_a_process_that_keeps_dying_is_restarted_with_a_doubling_backoff(tmp_path):
     said: list[str] = []
-    supervisor = Supervisor(say=said.append, base=0.2, cap=0.8, stable_after=30)
+    exit_times: list[float] = []
+    supervisor = Supervisor(say=lambda line: said.append(line) or ("exited" in line and exit_times.append(
+        time.monotonic())), base=0.2, cap=0.8, stable_after=30)
 
     def start() -> Process:
-        return Process("crashy", _python("import sys; sys.exit(3)"), log_path=tmp_path / "crashy.log").start()
+        return Process("crashy", ["sh", "-c", "exit 3"], log_path=tmp_path / "crashy.log").start()
 
     supervisor.watch("crashy", start(), start, tmp_path / "crashy.log")
-    deadline = time.monotonic() + 4.5
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and sum("exited" in line for line in said) < 5:
         supervisor.check()
         time.sleep(0.02)
 
@@ -44,6 +42,8 @@ def test_a_process_that_keeps_dying_is_restarted_with_a_doubling_backoff(tmp_pat
     waits = [float(re.search(r"in ([\d.]+) s", line).group(1)) for line in exits]
     assert waits[:5] == [0.2, 0.4, 0.8, 0.8, 0.8], said
     assert sum("crashy restarted (pid" in line for line in said) >= 4
+    # Each restart really waited its delay: 0.2 + 0.4 + 0.8 + 0.8 s between the first and the fifth exit.
+    assert exit_times[4] - exit_times[0] >= 2.2
 
 
 def test_a_process_that_ran_long_enough_starts_again_from_the_first_delay(tmp_path):
@@ -51,7 +51,7 @@ def test_a_process_that_ran_long_enough_starts_again_from_the_first_delay(tmp_pa
     supervisor = Supervisor(say=said.append, base=0.2, cap=5, stable_after=0.5)
 
     def start() -> Process:  # up for a second, then gone: longer than stable_after
-        return Process("flaky", _python("import time, sys; time.sleep(1); sys.exit(1)")).start()
+        return Process("flaky", ["sh", "-c", "sleep 1; exit 1"]).start()
 
     supervisor.watch("flaky", start(), start)
     deadline = time.monotonic() + 4
