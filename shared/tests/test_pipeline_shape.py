@@ -47,5 +47,5 @@ def test_a_replayed_stage_resumes_from_its_own_stage_only():
 
 
 def test_the_key_prefix_is_spelled_once():
-    # settings.py keeps its own literal default for now; this pins it to the constant.
-    assert Settings.model_fields["redis_key_prefix"].default == KEY_PREFIX
+    # The settings default is the constant itself, not a second spelling of it.
+    assert Settings.model_fields["redis_key_prefix"].default is KEY_PREFIX

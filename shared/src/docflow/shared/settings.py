@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from docflow.shared.names import Stage
+from docflow.shared.names import KEY_PREFIX, Stage
 
 # Redis's AOF fsync policy, for the redis-server `make run` starts (the chart's is
 # `redis.appendfsync`): what an accepted document (a 202) survives, docs/reliability.md.
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     # --- Redis: broker, result backend and status store -------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_key_prefix: str = "docflow:"
+    redis_key_prefix: str = KEY_PREFIX
     # Credentials travel in the URL: redis://:password@host/0, or
     # redis://user:password@host/0 for an ACL user. A `rediss://` URL speaks TLS and
     # verifies the server against this CA bundle (the system's when unset); a client
