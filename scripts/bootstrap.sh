@@ -39,11 +39,16 @@ echo "==> installing docflow services (editable)"
   -e "shared[test]" \
   -e "services/gateway[test]" \
   -e "services/extractor[test]" \
-  -e "services/embedder[minilm,test]" \
+  -e "services/embedder[minilm,onnx,onnx-build,test]" \
   -e "services/indexer[test]" \
   -e cli \
   -e devstack \
   -r requirements-test.txt
+# The bundled model's ONNX files (DOCFLOW_MINILM_RUNTIME=onnx|onnx-int8), exported from
+# the packaged weights into .venv/share/docflow/minilm-onnx: about a minute the first
+# time, nothing once they are there and match their manifest.
+echo "==> building the MiniLM ONNX files"
+.venv/bin/python -m docflow.embedder.onnx_build
 echo "==> docflow installed in .venv"
 
 # --- Tools kept out of .venv ----------------------------------------------------------

@@ -14,7 +14,9 @@ process by `load_provider` (worker_process_init), or on first use otherwise.
 from celery import signals
 
 from docflow.embedder.loaded_provider import load_provider, remember_pool_size
+from docflow.embedder.providers import OnnxModelError, check_model_files
 from docflow.shared.names import Stage
+from docflow.shared.settings import get_settings
 from docflow.shared.worker import create_worker_app
 
 app = create_worker_app(Stage.EMBED, include=["docflow.embedder.tasks"], on_process_start=load_provider)
@@ -24,3 +26,13 @@ app = create_worker_app(Stage.EMBED, include=["docflow.embedder.tasks"], on_proc
 def _remember_pool_size(sender=None, **_kwargs) -> None:
     """The pool's size as the worker resolved it (`--concurrency` wins over the setting)."""
     remember_pool_size(getattr(sender, "concurrency", None))
+
+
+@signals.worker_init.connect(weak=False)
+def _refuse_to_start_without_the_model(**_kwargs) -> None:
+    """A missing or altered ONNX file stops the worker with the reason, before it takes
+    a message. (SystemExit, since Celery logs and ignores a signal handler's Exception.)"""
+    try:
+        check_model_files(get_settings())
+    except OnnxModelError as exc:
+        raise SystemExit(f"docflow embedder cannot start: {exc}") from exc

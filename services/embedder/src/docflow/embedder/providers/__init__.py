@@ -3,11 +3,15 @@
 from docflow.embedder.providers.base import EmbeddingProvider, l2_normalize
 from docflow.embedder.providers.hashing import HashingProvider
 from docflow.embedder.providers.minilm import MiniLMProvider, threads_per_process
+from docflow.embedder.providers.minilm_onnx import (
+    MODEL_FILE_OF_RUNTIME, MiniLMOnnxProvider, OnnxModelError, check_model_file, default_onnx_dir,
+)
 from docflow.embedder.providers.openai_compatible import OpenAICompatibleProvider
 from docflow.shared.settings import Settings
 
-__all__ = ["DEFAULT_BATCH_SIZE", "EmbeddingProvider", "HashingProvider", "MiniLMProvider",
-           "OpenAICompatibleProvider", "batch_size", "create_provider", "l2_normalize"]
+__all__ = ["DEFAULT_BATCH_SIZE", "EmbeddingProvider", "HashingProvider", "MiniLMOnnxProvider", "MiniLMProvider",
+           "OnnxModelError", "OpenAICompatibleProvider", "batch_size", "check_model_files", "create_provider",
+           "l2_normalize"]
 
 # Chunks per model call when DOCFLOW_EMBEDDING_BATCH_SIZE is unset. MiniLM on CPU
 # runs fastest at 8-16 (bench/run.py sweeps it; larger batches only cost activation
@@ -27,8 +31,12 @@ def create_provider(settings: Settings, pool_processes: int | None = None) -> Em
     real size, which `--concurrency` may have set apart from DOCFLOW_WORKER_CONCURRENCY).
     """
     if settings.embedder == "minilm":
-        return MiniLMProvider(batch_size=batch_size(settings),
-                              threads=threads_per_process(pool_processes or settings.worker_concurrency))
+        threads = threads_per_process(pool_processes or settings.worker_concurrency)
+        if settings.minilm_runtime == "torch":
+            return MiniLMProvider(batch_size=batch_size(settings), threads=threads)
+        return MiniLMOnnxProvider(runtime=settings.minilm_runtime,
+                                  model_dir=settings.minilm_onnx_dir or default_onnx_dir(),
+                                  batch_size=batch_size(settings), threads=threads)
     if settings.embedder == "openai":
         return OpenAICompatibleProvider(
             base_url=settings.openai_base_url,
@@ -40,3 +48,12 @@ def create_provider(settings: Settings, pool_processes: int | None = None) -> Em
     if settings.embedder == "hash":
         return HashingProvider(dimensions=settings.hash_dimensions)
     raise ValueError(f"unknown DOCFLOW_EMBEDDER {settings.embedder!r}")
+
+
+def check_model_files(settings: Settings) -> None:
+    """Raise OnnxModelError, naming the file, if the configured runtime's model file is
+    missing or not as built: checked once when a worker starts, so a broken install
+    stops the worker at once instead of failing every document it takes."""
+    if settings.embedder == "minilm" and settings.minilm_runtime in MODEL_FILE_OF_RUNTIME:
+        check_model_file(settings.minilm_onnx_dir or default_onnx_dir(),
+                         MODEL_FILE_OF_RUNTIME[settings.minilm_runtime])

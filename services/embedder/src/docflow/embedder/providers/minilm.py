@@ -45,6 +45,7 @@ def threads_per_process(processes: int) -> int:
 
 class MiniLMProvider:
     name = "minilm"
+    runtime = "torch"
 
     def __init__(self, batch_size: int, threads: int) -> None:
         self.batch_size = batch_size
