@@ -35,7 +35,7 @@ def test_every_task_routes_to_a_queue_its_stage_consumes():
         consumed = [*queues_of_stage(stage), *filter(None, [MAINTENANCE_QUEUE_OF_STAGE.get(stage)])]
         assert TASK_ROUTES[task]["queue"] in consumed, task
     assert TASK_ROUTES[Task.EXTRACT]["queue"] == QUEUE_OF_STAGE[Stage.EXTRACT]
-    assert TASK_ROUTES[Task.DELETE_VECTORS]["queue"] == QUEUE_OF_STAGE[Stage.INDEX]
+    assert TASK_ROUTES[Task.DELETE_DOCUMENT]["queue"] == QUEUE_OF_STAGE[Stage.INDEX]
     assert len(set(QUEUE_OF_STAGE.values())) == len(Stage)
 
 

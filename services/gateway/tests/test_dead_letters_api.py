@@ -128,12 +128,12 @@ def test_an_undecodable_message_can_be_inspected_and_discarded_but_not_replayed(
 
 def test_a_task_outside_the_document_chain_is_re_sent_as_it_was(admin, redis_client, broker):
     letter = DeadLetterStore(redis_client).add(
-        task_name=Task.DELETE_VECTORS.value, task_id="d1", queue=Queue.INDEX.value, args=["tenant-a", "doc1"],
+        task_name=Task.DELETE_DOCUMENT.value, task_id="d1", queue=Queue.INDEX.value, args=["tenant-a", "doc1"],
         stage="index", error_code="vector_store_unavailable", error_message="timeout", attempts=4)
     response = admin.client.post(f"/v1/admin/dead-letters/{letter.id}/replay", headers=as_admin())
     assert response.status_code == 202
     (queued,) = broker.messages(Queue.INDEX.value)
-    assert (queued.task, queued.args, queued.task_id) == (Task.DELETE_VECTORS.value, ["tenant-a", "doc1"],
+    assert (queued.task, queued.args, queued.task_id) == (Task.DELETE_DOCUMENT.value, ["tenant-a", "doc1"],
                                                           response.json()["task_id"])
 
 

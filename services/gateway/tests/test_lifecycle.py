@@ -18,7 +18,7 @@ def test_delete_removes_storage_and_record_and_enqueues_vector_deletion(gateway,
     assert gateway.get(f"/v1/documents/{document_id}").status_code == 404
     assert gateway.get("/v1/documents").json()["total"] == 0
     [message] = broker.messages(Queue.INDEX.value)
-    assert message.task == Task.DELETE_VECTORS.value
+    assert message.task == Task.DELETE_DOCUMENT.value
     assert message.args == ["tenant-a", document_id]
     assert gateway.delete(f"/v1/documents/{document_id}").status_code == 404
 

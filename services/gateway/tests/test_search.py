@@ -72,8 +72,8 @@ def stub_workers(settings):
         stub.metadata_updates.append((tenant, document_id))
         return 1
 
-    @app.task(name=Task.DELETE_VECTORS.value, shared=False)
-    def delete_vectors(tenant: str, document_id: str) -> int:
+    @app.task(name=Task.DELETE_DOCUMENT.value, shared=False)
+    def delete_document(tenant: str, document_id: str) -> int:
         return 0
 
     with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING",

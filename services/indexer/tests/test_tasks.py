@@ -10,7 +10,7 @@ import pytest
 
 from docflow.indexer import tasks, worker
 from docflow.indexer.stores.lancedb import LanceDBStore
-from docflow.indexer.tasks import delete_document_vectors, index_document, keeps_vectors, search
+from docflow.indexer.tasks import delete_document, index_document, keeps_vectors, search
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.errors import ErrorCode, TransientError
 from docflow.shared.messages import PipelineMessage
@@ -26,7 +26,7 @@ def _forget_cached_resources() -> None:
     """Each test brings its own settings; tasks and the worker cache theirs per process."""
     get_settings.cache_clear()
     worker.reset_store()
-    for task in (index_document, search, delete_document_vectors):
+    for task in (index_document, search, delete_document):
         task.reset_resources()
 
 
@@ -256,7 +256,7 @@ def test_a_failed_vector_delete_is_dead_lettered_for_replay(env, redis_client, m
     _forget_cached_resources()
     monkeypatch.setattr(worker, "_store", Unreachable())
 
-    assert delete_document_vectors.apply(args=[TENANT, "doc1"]).state == "FAILURE"
+    assert delete_document.apply(args=[TENANT, "doc1"]).state == "FAILURE"
     (letter,) = DeadLetterStore(redis_client).list()
     assert (letter.task_name, letter.args, letter.error_code) == (
         "docflow.index.delete_document", [TENANT, "doc1"], "vector_store_unavailable")
@@ -266,9 +266,9 @@ def test_delete_task_removes_every_version(env, status, storage, vectors):
     document_id = create_document(status)
     index_document.apply(args=[put_artifacts(storage, document_id, 1, ["a", "b", "c"])]).get()
 
-    assert delete_document_vectors.apply(args=[TENANT, document_id]).get() == 3
+    assert delete_document.apply(args=[TENANT, document_id]).get() == 3
     assert vectors.count(TENANT, document_id) == 0
-    assert delete_document_vectors.apply(args=[TENANT, document_id]).get() == 0
+    assert delete_document.apply(args=[TENANT, document_id]).get() == 0
 
 
 def test_keeps_vectors_only_for_the_live_version(status):

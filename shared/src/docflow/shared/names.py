@@ -125,7 +125,7 @@ class Task(StrEnum):
     EMBED_QUERY = "docflow.embed.query"
     SEARCH = "docflow.index.search"
     # Every version's vectors of a deleted document (the index's copy of the document).
-    DELETE_VECTORS = "docflow.index.delete_document"
+    DELETE_DOCUMENT = "docflow.index.delete_document"
     # A document's metadata changed (PATCH): rewrite it on the document's indexed chunks.
     UPDATE_METADATA = "docflow.index.update_metadata"
     # Keep one tenant's index healthy (compact, clean old versions, build indexes).
@@ -140,7 +140,7 @@ STAGE_OF_TASK: dict[Task, Stage] = {
     Task.INDEX: Stage.INDEX,
     Task.EMBED_QUERY: Stage.EMBED,
     Task.SEARCH: Stage.INDEX,
-    Task.DELETE_VECTORS: Stage.INDEX,
+    Task.DELETE_DOCUMENT: Stage.INDEX,
     Task.UPDATE_METADATA: Stage.INDEX,
     Task.MAINTAIN: Stage.INDEX,
 }

@@ -114,8 +114,8 @@ class Pipeline:
         """Enqueue one task by name (routed to its stage's queue by TASK_ROUTES)."""
         return self.celery.signature(task_name, args=args).apply_async().id
 
-    def enqueue_delete_vectors(self, tenant: str, document_id: str) -> str:
-        result = self.celery.signature(Task.DELETE_VECTORS.value, args=[tenant, document_id]).apply_async()
+    def enqueue_delete_document(self, tenant: str, document_id: str) -> str:
+        result = self.celery.signature(Task.DELETE_DOCUMENT.value, args=[tenant, document_id]).apply_async()
         log.info("vector deletion enqueued", document_id=document_id, task_id=result.id)
         return result.id
 

@@ -163,8 +163,8 @@ def search(self: DocflowTask, vector: list[float] | None, query: dict) -> list[d
                      ).model_dump() for hit in hits]
 
 
-@app.task(base=DocflowTask, name=Task.DELETE_VECTORS.value, bind=True)
-def delete_document_vectors(self: DocflowTask, tenant: str, document_id: str) -> int:
+@app.task(base=DocflowTask, name=Task.DELETE_DOCUMENT.value, bind=True)
+def delete_document(self: DocflowTask, tenant: str, document_id: str) -> int:
     """Every version's vectors of a deleted document; retried on transient errors."""
     removed = get_store().delete_document(tenant, document_id)
     note_index_writes(self, tenant)

@@ -139,7 +139,7 @@ def delete_document(document_id: str, services: ServicesDep, tenant: Tenant) -> 
     # The record goes first: in-flight stages check it before each run and stop.
     services.status.delete(document_id, tenant)
     deleted_objects = services.storage.delete_prefix(artifact_prefix(tenant, document_id))
-    services.pipeline.enqueue_delete_vectors(tenant, document_id)
+    services.pipeline.enqueue_delete_document(tenant, document_id)
     log.info("document deleted", deleted_objects=deleted_objects)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
