@@ -10,7 +10,7 @@ from docflow.shared.settings import Settings
 
 @pytest.fixture(scope="module")
 def minilm() -> MiniLMProvider:
-    provider = create_provider(Settings(embedder="minilm", embedding_batch_size=2))
+    provider = create_provider(Settings(embedder="minilm", minilm_runtime="torch", embedding_batch_size=2))
     provider.load()
     return provider
 

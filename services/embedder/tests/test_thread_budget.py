@@ -67,7 +67,7 @@ def test_the_slot_is_given_back_when_the_task_fails():
 
 def test_fit_threads_resizes_torchs_pool_of_a_loaded_minilm():
     torch = pytest.importorskip("torch")
-    provider = create_provider(Settings(embedder="minilm", embedding_batch_size=2), 1)
+    provider = create_provider(Settings(embedder="minilm", minilm_runtime="torch", embedding_batch_size=2), 1)
     provider.load()
     before = torch.get_num_threads()
     try:

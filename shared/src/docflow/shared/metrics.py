@@ -80,7 +80,7 @@ PAGES_OCR = Counter("docflow_pages_ocr_total",
 CHUNKS_PRODUCED = Counter("docflow_chunks_produced_total", "Chunks the extractor wrote",
                           ["content_type"], registry=REGISTRY)
 EMBEDDINGS_COMPUTED = Counter("docflow_embeddings_computed_total", "Chunk embeddings computed",
-                              ["provider"], registry=REGISTRY)
+                              ["provider", "runtime"], registry=REGISTRY)
 VECTORS_UPSERTED = Counter("docflow_vectors_upserted_total", "Vectors written to the vector store",
                            ["store"], registry=REGISTRY)
 

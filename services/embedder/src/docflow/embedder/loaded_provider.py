@@ -32,7 +32,7 @@ def get_provider() -> EmbeddingProvider:
             provider = create_provider(get_settings(), _pool_processes)
             provider.load()
             _provider = provider
-            log.info("embedding provider loaded", provider=provider.name,
+            log.info("embedding provider loaded", provider=provider.name, runtime=provider.runtime,
                      threads=getattr(provider, "threads", None))
         return _provider
 

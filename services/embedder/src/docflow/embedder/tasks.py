@@ -56,7 +56,7 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
             if matrix is None:
                 matrix = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             matrix[rows] = vectors
-            metrics.EMBEDDINGS_COMPUTED.labels(provider.name).inc(len(rows))
+            metrics.EMBEDDINGS_COMPUTED.labels(provider.name, provider.runtime).inc(len(rows))
             done = min(start + batch_size, len(texts))
             self.report(msg, done, len(texts))
             _stop_if_superseded(self, msg)

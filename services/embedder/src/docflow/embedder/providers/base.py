@@ -10,6 +10,7 @@ class EmbeddingProvider(Protocol):
     """Turns texts into unit-length float32 vectors, one row per text, in input order."""
 
     name: str
+    runtime: str  # what computes the vectors: torch, onnx, onnx-int8, http, numpy
 
     @property
     def dimensions(self) -> int: ...

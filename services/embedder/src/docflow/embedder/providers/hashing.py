@@ -33,6 +33,7 @@ def tokens(text: str) -> list[str]:
 
 class HashingProvider:
     name = "hash"
+    runtime = "numpy"
 
     def __init__(self, dimensions: int) -> None:
         self._dimensions = dimensions

@@ -25,6 +25,7 @@ def _unavailable(message: str) -> TransientError:
 
 class OpenAICompatibleProvider:
     name = "openai"
+    runtime = "http"
 
     def __init__(self, base_url: str, api_key: str, model: str, timeout_seconds: float,
                  batch_size: int) -> None:
