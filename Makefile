@@ -59,6 +59,14 @@ IMAGE_REGISTRY ?= ghcr.io/docflow
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 IMAGE_SERVICES := gateway extractor embedder indexer
 DOCKER ?= docker
+# Every image builds from services/Dockerfile; its build args say what the image holds,
+# the same as skaffold.yaml's (tests/deploy/test_images.py checks the two agree).
+IMAGE_BUILD_ARGS.gateway := --build-arg SERVICE=gateway --build-arg PORT=8000
+IMAGE_BUILD_ARGS.extractor := --build-arg SERVICE=extractor \
+  --build-arg "APT_PACKAGES=tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu"
+IMAGE_BUILD_ARGS.embedder := --build-arg SERVICE=embedder --build-arg "EXTRAS=[minilm,onnx,onnx-build]" \
+  --build-arg TORCH_VERSION=2.13.0 --build-arg PREPARE_MODULE=docflow.embedder.onnx_build
+IMAGE_BUILD_ARGS.indexer := --build-arg SERVICE=indexer
 
 ## images: build one image per service, context = repository root (IMAGE_REGISTRY, IMAGE_TAG, DOCKER=podman)
 images:
@@ -67,10 +75,10 @@ images:
 	  echo "Build where Docker runs (or set DOCKER=podman), or let skaffold build: see deploy/README.md." >&2; \
 	  exit 1; \
 	fi
-	@for svc in $(IMAGE_SERVICES); do \
-	  echo "==> $(IMAGE_REGISTRY)/docflow-$$svc:$(IMAGE_TAG)"; \
-	  DOCKER_BUILDKIT=1 $(DOCKER) build -f services/$$svc/Dockerfile -t $(IMAGE_REGISTRY)/docflow-$$svc:$(IMAGE_TAG) . || exit 1; \
-	done
+	@$(foreach svc,$(IMAGE_SERVICES),\
+	  echo "==> $(IMAGE_REGISTRY)/docflow-$(svc):$(IMAGE_TAG)" && \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -f services/Dockerfile $(IMAGE_BUILD_ARGS.$(svc)) \
+	    -t $(IMAGE_REGISTRY)/docflow-$(svc):$(IMAGE_TAG) . && ) true
 
 # --- Benchmarks -------------------------------------------------------------------------
 .PHONY: bench bench-peer

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 import yaml
-from deploy_support import REPO, SCENARIOS, SERVICES
+from deploy_support import REPO, SCENARIOS
 
 CHECKOV = REPO / ".venv-tools" / "bin" / "checkov"
 CONFIG = REPO / ".checkov.yaml"
@@ -29,10 +29,10 @@ def checkov_reports(chart, tmp_path_factory) -> list[dict]:
                 target = root / "manifests" / scenario / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
-    for service in SERVICES:
-        target = root / "dockerfiles" / service / "Dockerfile"
-        target.parent.mkdir(parents=True)
-        shutil.copy(REPO / "services" / service / "Dockerfile", target)
+    # One Dockerfile builds every image (each with its own build args).
+    target = root / "dockerfiles" / "Dockerfile"
+    target.parent.mkdir(parents=True)
+    shutil.copy(REPO / "services" / "Dockerfile", target)
     result = subprocess.run(
         [str(CHECKOV), "--config-file", str(CONFIG), "--directory", str(root),
          "--framework", "kubernetes", "dockerfile", "--output", "json", "--skip-download"],

@@ -1,13 +1,22 @@
-"""The Dockerfiles: multi-stage on a version-pinned slim base, non-root, each image
-holding only docflow-shared and its own service (no Docker engine runs here, so the
-images are checked from their Dockerfiles and from the installed distributions'
-dependency metadata, which is exactly what each image's `pip install` resolves)."""
+"""The images: one Dockerfile (services/Dockerfile) built per service with that
+service's build args from skaffold.yaml (and the same from `make images`): multi-stage
+on a version-pinned slim base, non-root, each image holding only docflow-shared and its
+own service, run by tini with the service's own command (services/docflow-service.sh).
+No Docker engine runs here, so the images are checked from the Dockerfile as each
+service's build args expand it, from the script run with stand-ins for the programs it
+starts, and from the installed distributions' dependency metadata, which is exactly
+what each image's `pip install` resolves."""
 
 import json
 import re
+import shlex
+import subprocess
+from fnmatch import fnmatch
 from importlib.metadata import distribution
+from importlib.util import find_spec
 
 import pytest
+import yaml
 from deploy_support import REPO, SERVICES, WORKERS
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -16,11 +25,23 @@ from docflow.shared.names import SERVICE_OF_STAGE, queues_of_stage
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}
 BASE_IMAGE = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")
+DOCKERFILE = "services/Dockerfile"
+# The one file every image copies besides shared/ and its own service's.
+SERVICE_SCRIPT = "services/docflow-service.sh"
 
 
-def instructions(service: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of services/<service>/Dockerfile, continuations joined."""
-    text = (REPO / "services" / service / "Dockerfile").read_text()
+def skaffold_build_args() -> dict[str, dict[str, str]]:
+    """Service -> the build args skaffold.yaml builds its image with."""
+    config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+    return {artifact["image"].removeprefix("docflow-"):
+            {key: str(value) for key, value in artifact["docker"].get("buildArgs", {}).items()}
+            for artifact in config["build"]["artifacts"]}
+
+
+BUILD_ARGS = skaffold_build_args()
+
+
+def logical_lines(text: str) -> list[str]:
     logical, current = [], ""
     for line in text.splitlines():
         if line.lstrip().startswith("#") or not line.strip():
@@ -29,11 +50,62 @@ def instructions(service: str) -> list[tuple[str, str]]:
         if not line.rstrip().endswith("\\"):
             logical.append(current.strip())
             current = ""
-    return [(entry.split(None, 1)[0].upper(), entry.split(None, 1)[1]) for entry in logical]
+    return logical
+
+
+def instructions(service: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of services/Dockerfile as built for <service>:
+    continuations joined, each stage's ARGs replaced by the service's build args (from
+    skaffold.yaml) or their defaults, as Docker (and the shell of a RUN) would."""
+    result, scope = [], {}
+    for entry in logical_lines((REPO / DOCKERFILE).read_text()):
+        name, rest = entry.split(None, 1)
+        name = name.upper()
+        if name == "FROM":
+            scope = {}  # an ARG is in scope for the rest of its stage only
+        if name == "ARG":
+            key, _, default = rest.partition("=")
+            scope[key] = BUILD_ARGS[service].get(key, default.strip('"'))
+        else:
+            rest = re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                          lambda m: scope.get(m[1] or m[2], m[0]), rest)
+        result.append((name, rest))
+    return result
 
 
 def args_of(service: str, instruction: str) -> list[str]:
     return [args for name, args in instructions(service) if name == instruction]
+
+
+def build_arg(service: str, name: str) -> str:
+    """The value a build arg takes in the service's build (its default when not given)."""
+    declared = [args for args in args_of(service, "ARG") if args.partition("=")[0] == name]
+    assert declared, f"the Dockerfile declares no ARG {name}"
+    return BUILD_ARGS[service].get(name, declared[0].partition("=")[2].strip('"'))
+
+
+def run_service_script(service: str, tmp_path, command: str = "run") -> tuple[list[str], str]:
+    """What docflow-service.sh starts in the service's image: the argv it execs and the
+    OMP_THREAD_LIMIT that program gets ("unset" if none); celery and python are stand-ins
+    that print both."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    for program in ("celery", "python"):
+        stub = stubs / program
+        stub.write_text('#!/bin/sh\nprintf "%s\\n" "${OMP_THREAD_LIMIT-unset}" "$(basename "$0")" "$@"\n')
+        stub.chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", **dict(e.split("=", 1) for e in image_env(service))}
+    result = subprocess.run(["sh", str(REPO / SERVICE_SCRIPT), command], env=env,
+                            capture_output=True, text=True, timeout=10, check=True)
+    omp_thread_limit, *argv = result.stdout.splitlines()
+    return argv, omp_thread_limit
+
+
+def image_env(service: str) -> list[str]:
+    """The runtime stage's ENV entries (NAME=value) but PATH."""
+    runtime = instructions(service)[max(i for i, (name, _) in enumerate(instructions(service)) if name == "FROM"):]
+    entries = [e for name, args in runtime if name == "ENV" for e in shlex.split(args)]
+    return [e for e in entries if not e.startswith("PATH=")]
 
 
 def dependency_closure(name: str, extras: frozenset[str] = frozenset()) -> set[str]:
@@ -52,6 +124,31 @@ def dependency_closure(name: str, extras: frozenset[str] = frozenset()) -> set[s
             if marker is None or any(marker.evaluate({"extra": e}) for e in wanted | {""}):
                 pending.append((requirement.name, set(requirement.extras)))
     return set(seen)
+
+
+def extras_of(service: str) -> frozenset[str]:
+    extras = build_arg(service, "EXTRAS")
+    return frozenset(filter(None, extras.strip("[]").split(",")))
+
+
+def test_one_build_per_service_with_build_args_the_dockerfile_declares():
+    assert set(BUILD_ARGS) == set(SERVICES)
+    declared = {args.partition("=")[0] for args in args_of("gateway", "ARG")}
+    for service, build_args in BUILD_ARGS.items():
+        assert build_args["SERVICE"] == service
+        # Docker ignores a build arg the Dockerfile does not declare: a typo would be silent.
+        assert set(build_args) <= declared, set(build_args) - declared
+
+
+def test_make_images_passes_skaffolds_build_args():
+    makefile = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    for service in SERVICES:
+        (line,) = re.findall(rf"^IMAGE_BUILD_ARGS\.{service} :=(.*)$", makefile, flags=re.MULTILINE)
+        words = shlex.split(line)
+        assert words[::2] == ["--build-arg"] * (len(words) // 2)
+        assert dict(word.split("=", 1) for word in words[1::2]) == BUILD_ARGS[service]
+    images = makefile[makefile.index("\nimages:"):]
+    assert "-f services/Dockerfile $(IMAGE_BUILD_ARGS.$(svc))" in images
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -77,10 +174,12 @@ def test_copies_only_shared_and_its_own_service(service):
     for copy in args_of(service, "COPY"):
         if copy.startswith("--from="):
             continue
-        *sources, _ = copy.split()
+        *sources, target = [word for word in copy.split() if not word.startswith("--")]
         for source in sources:
-            assert source.startswith(("shared/", f"services/{service}/")), f"COPY {source}"
+            assert source.startswith(("shared/", f"services/{service}/")) or source == SERVICE_SCRIPT, \
+                f"COPY {source}"
     installs = [run for run in args_of(service, "RUN") if "pip install" in run and "torch==" not in run]
+    assert installs
     for run in installs:
         targets = re.findall(r"\./(?:shared|services/[a-z]+)\S*", run)
         installed = {t.strip('"').split("[")[0] for t in targets}
@@ -91,21 +190,47 @@ def test_copies_only_shared_and_its_own_service(service):
 def test_has_a_healthcheck_and_tini_as_pid_1(service):
     assert args_of(service, "HEALTHCHECK")
     assert json.loads(args_of(service, "ENTRYPOINT")[-1]) == ["tini", "--"]
+    apt = " ".join(run for run in args_of(service, "RUN") if "apt-get install" in run)
+    assert "tini" in apt.split()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_runs_its_own_service_by_default(service):
+    """CMD is the script, which picks the service's command by DOCFLOW_SERVICE: the
+    image's SERVICE, and the script is where the CMD says."""
+    assert json.loads(args_of(service, "CMD")[-1]) == ["docflow-service", "run"]
+    assert f"DOCFLOW_SERVICE={service}" in image_env(service)
+    (copy,) = [c for c in args_of(service, "COPY") if SERVICE_SCRIPT in c]
+    assert copy.split()[-1] == "/usr/local/bin/docflow-service" and "--chmod=0755" in copy
 
 
 @pytest.mark.parametrize("service", WORKERS)
-def test_worker_command_consumes_its_own_queue(service):
-    command = json.loads(args_of(service, "CMD")[-1])
+def test_worker_command_consumes_its_own_queue(service, tmp_path):
+    command, _ = run_service_script(service, tmp_path)
     assert command[:4] == ["celery", "-A", f"docflow.{service}.worker", "worker"]
     queues = queues_of_stage(STAGE_OF_SERVICE[service])
     assert command[command.index("-Q") + 1] == ",".join(queue.value for queue in queues)
+    assert command[command.index("-n") + 1] == f"{service}@%h"
     assert "EXPOSE" in dict(instructions(service)) and args_of(service, "EXPOSE") == ["9100"]
+    assert "DOCFLOW_METRICS_PORT=9100" in image_env(service)
 
 
-def test_gateway_command_and_port():
-    assert json.loads(args_of("gateway", "CMD")[-1]) == ["python", "-m", "docflow.gateway"]
-    env = " ".join(args_of("gateway", "ENV"))
+def test_gateway_command_and_port(tmp_path):
+    command, _ = run_service_script("gateway", tmp_path)
+    assert command == ["python", "-m", "docflow.gateway"]
+    env = image_env("gateway")
     assert "DOCFLOW_GATEWAY_HOST=0.0.0.0" in env and "DOCFLOW_GATEWAY_PORT=8000" in env
+    assert args_of("gateway", "EXPOSE") == ["8000"]
+
+
+@pytest.mark.parametrize("service, url", [
+    ("gateway", "http://127.0.0.1:8000/healthz"),
+    *((worker, "http://127.0.0.1:9100/metrics") for worker in WORKERS),
+])
+def test_healthcheck_asks_the_services_own_endpoint(service, url, tmp_path):
+    assert json.loads(args_of(service, "HEALTHCHECK")[-1].split(" CMD ", 1)[1]) == ["docflow-service", "healthcheck"]
+    command, _ = run_service_script(service, tmp_path, "healthcheck")
+    assert command[0] == "python" and command[-1] == url
 
 
 def test_embedder_installs_the_cpu_torch_build_before_the_model_extra():
@@ -113,31 +238,54 @@ def test_embedder_installs_the_cpu_torch_build_before_the_model_extra():
     torch_pin = next(r for r in distribution("docflow-embedder").requires if r.startswith("torch=="))
     (torch_index,) = [i for i, run in enumerate(runs) if "download.pytorch.org/whl/cpu" in run]
     assert torch_pin.split(";")[0].strip() in runs[torch_index], "the same torch version as the minilm extra"
-    (extra_index,) = [i for i, run in enumerate(runs) if "[minilm]" in run]
+    assert "minilm" in extras_of("embedder")
+    (extra_index,) = [i for i, run in enumerate(runs) if build_arg("embedder", "EXTRAS") in run]
     assert torch_index < extra_index
-    env = " ".join(args_of("embedder", "ENV"))
-    assert "HF_HUB_OFFLINE=1" in env, "the packaged model must never reach for the network"
+    assert "HF_HUB_OFFLINE=1" in image_env("embedder"), "the packaged model must never reach for the network"
+    for other in ("gateway", "extractor", "indexer"):
+        assert build_arg(other, "TORCH_VERSION") == "", f"no torch in the {other} image"
 
 
-def test_extractor_ships_tesseract_with_english_and_german_only():
+def test_embedder_builds_the_onnx_model_files_at_build_time():
+    """After its own distribution is installed, in the build stage, whose virtualenv
+    (sys.prefix, where onnx_build writes) the runtime stage copies."""
+    assert {"minilm", "onnx", "onnx-build"} <= extras_of("embedder")
+    module = build_arg("embedder", "PREPARE_MODULE")
+    assert module == "docflow.embedder.onnx_build" and find_spec(module) is not None
+    steps = instructions("embedder")
+    runtime = max(i for i, (name, _) in enumerate(steps) if name == "FROM")
+    (prepare,) = [i for i, (name, args) in enumerate(steps) if name == "RUN" and f"python -m {module}" in args.replace('"', "")]
+    last_install = max(i for i, (name, args) in enumerate(steps) if name == "RUN" and "pip install" in args)
+    assert last_install < prepare < runtime
+    assert "COPY --from=build /opt/docflow /opt/docflow" in [f"COPY {args}" for name, args in steps[runtime:]
+                                                              if name == "COPY"]
+    for other in ("gateway", "extractor", "indexer"):
+        assert build_arg(other, "PREPARE_MODULE") == ""
+
+
+def test_extractor_ships_tesseract_with_english_and_german_only(tmp_path):
     apt = " ".join(run for run in args_of("extractor", "RUN") if "apt-get install" in run)
     assert "--no-install-recommends" in apt
     languages = set(re.findall(r"tesseract-ocr-(\w+)", apt))
     assert languages == {"eng", "deu"}
-    assert "OMP_THREAD_LIMIT=1" in " ".join(args_of("extractor", "ENV"))
+    _, omp_thread_limit = run_service_script("extractor", tmp_path)
+    assert omp_thread_limit == "1"
     for other in ("gateway", "embedder", "indexer"):
         assert "tesseract" not in " ".join(args_of(other, "RUN"))
+        # It would cap torch's OpenMP threads in the embedder.
+        assert not any(e.startswith("OMP_THREAD_LIMIT=") for e in image_env(other))
+        assert run_service_script(other, tmp_path)[1] == "unset"
 
 
-@pytest.mark.parametrize("service, extras, forbidden", [
-    ("gateway", (), {"torch", "pypdf", "sentence-transformers", "transformers", "lancedb", "pinecone",
-                     "pytesseract", "pyarrow"}),
-    ("extractor", (), {"torch", "sentence-transformers", "lancedb", "pinecone"}),
-    ("embedder", ("minilm",), {"pypdf", "pytesseract", "lancedb", "pinecone", "fastapi"}),
-    ("indexer", (), {"torch", "pypdf", "pytesseract", "sentence-transformers", "fastapi"}),
+@pytest.mark.parametrize("service, forbidden", [
+    ("gateway", {"torch", "pypdf", "sentence-transformers", "transformers", "lancedb", "pinecone",
+                 "pytesseract", "pyarrow"}),
+    ("extractor", {"torch", "sentence-transformers", "lancedb", "pinecone"}),
+    ("embedder", {"pypdf", "pytesseract", "lancedb", "pinecone", "fastapi"}),
+    ("indexer", {"torch", "pypdf", "pytesseract", "sentence-transformers", "fastapi"}),
 ])
-def test_each_image_installs_only_its_own_stages_libraries(service, extras, forbidden):
-    closure = dependency_closure(f"docflow-{service}", frozenset(extras))
+def test_each_image_installs_only_its_own_stages_libraries(service, forbidden):
+    closure = dependency_closure(f"docflow-{service}", extras_of(service))
     assert "docflow-shared" in closure
     assert not closure & {canonicalize_name(f) for f in forbidden}, closure & forbidden
     others = {f"docflow-{s}" for s in SERVICES} - {f"docflow-{service}"}
@@ -148,9 +296,12 @@ def test_dockerignore_sends_only_what_the_images_copy():
     lines = [line for line in (REPO / ".dockerignore").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert lines[0] == "*", "an allowlist: ignore everything, then admit what the images copy"
-    for service in SERVICES:
-        own = (REPO / "services" / service / "Dockerfile.dockerignore").read_text()
-        allowed = re.findall(r"^!(\S+)", own, flags=re.MULTILINE)
-        assert {a.split("/")[0] + "/" + a.split("/")[1] if a.startswith("services/") else a.split("/")[0]
-                for a in allowed} == {"shared", f"services/{service}"}
-
+    allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+    copied = {source.rstrip("/") for service in SERVICES for copy in args_of(service, "COPY")
+              if not copy.startswith("--from=")
+              for source in [w for w in copy.split() if not w.startswith("--")][:-1]}
+    for source in copied:
+        assert any(fnmatch(source, pattern) for pattern in allowed), f"COPY {source} is not sent"
+    for pattern in allowed:
+        assert any(fnmatch(source, pattern) for source in copied), f"{pattern} is sent but never copied"
+        assert pattern.startswith(("shared/", "services/")), pattern

@@ -69,8 +69,9 @@ def profile(skaffold: dict, name: str) -> dict:
 
 def test_one_artifact_per_service_built_from_the_repository_root(skaffold):
     artifacts = skaffold["build"]["artifacts"]
-    assert {a["image"]: a["docker"]["dockerfile"] for a in artifacts} == {
-        f"docflow-{s}": f"services/{s}/Dockerfile" for s in SERVICES}
+    # One Dockerfile for all; each image's own build args (test_images.py checks them).
+    assert {a["image"]: (a["docker"]["dockerfile"], a["docker"]["buildArgs"]["SERVICE"]) for a in artifacts} == {
+        f"docflow-{s}": ("services/Dockerfile", s) for s in SERVICES}
     assert all(a["context"] == "." for a in artifacts), "every image needs shared/"
     assert all((REPO / a["docker"]["dockerfile"]).is_file() for a in artifacts)
 
