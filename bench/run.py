@@ -1,12 +1,16 @@
 """`make bench`: every figure of docs/benchmarks.md, each measured side by side with its
 reference in the same run, then the report rewritten.
 
-    .venv/bin/python -m bench.run [--quick] [--only upload,pipeline,stages,fanout,growth,quality,footprint]
+    .venv/bin/python -m bench.run [--quick] [--only upload,pipeline,stages,fanout,growth,quality,footprint,
+                                                    corpus_growth,scale,search_ingest]
 
 The machines this runs on are small (2 cores) and shared, so absolute numbers drift
 from run to run; each figure is a ratio of two measurements taken back to back
 (alternating where a measurement is repeated), and each side is the best of its runs.
 `--quick` is a smoke run (small corpus, few requests): its figures mean nothing.
+`--only` with some sections rewrites only their parts of docs/benchmarks.md (their
+section, their rows of the targets table, the notes), keeping the other sections'
+figures from their own last run.
 """
 
 import argparse
@@ -51,6 +55,8 @@ CACHE = WORK / "cache"
 PEER_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 CONTENT_TYPES = {"pdf": ContentType.PDF, "docx": ContentType.DOCX, "txt": ContentType.TEXT}
 CORPUS_VERSION = "v1"
+ALL_SECTIONS = ("upload", "pipeline", "stages", "fanout", "growth", "quality", "footprint",
+                "corpus_growth", "scale", "search_ingest")
 
 
 def log(message: str) -> None:
@@ -355,7 +361,7 @@ def machine() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: small and fast, figures meaningless")
-    parser.add_argument("--only", default="upload,pipeline,stages,fanout,growth,quality,footprint")
+    parser.add_argument("--only", default=",".join(ALL_SECTIONS))
     parser.add_argument("--no-report", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite docs/benchmarks.md from .data/bench/results.json, measure nothing")
@@ -363,7 +369,10 @@ def main() -> int:
     if args.report_only:
         from bench.report import write_report
 
-        write_report(json.loads((WORK / "results.json").read_text()), REPO / "docs" / "benchmarks.md")
+        results = json.loads((WORK / "results.json").read_text())
+        measured = {name for name in ALL_SECTIONS if name in results}
+        write_report(results, REPO / "docs" / "benchmarks.md",
+                     only=measured if set(ALL_SECTIONS) - measured else None)
         return 0
     sections = set(args.only.split(","))
     started = time.time()
@@ -436,17 +445,40 @@ def main() -> int:
 
         results["footprint"] = bench_footprint(WORK / "footprint", 12 if args.quick else 40)
 
+    if "corpus_growth" in sections:
+        log("9. corpus growth (documents through the indexer tasks, maintenance running)")
+        from bench.corpus_growth import bench_corpus_growth
+
+        results["corpus_growth"] = (
+            bench_corpus_growth(WORK / "corpus-growth", 2000, (250, 500, 1000, 2000), searches=40) if args.quick
+            else bench_corpus_growth(WORK / "corpus-growth"))
+        shutil.rmtree(WORK / "corpus-growth", ignore_errors=True)
+
+    if "scale" in sections:
+        log("10. scale (vectors in one tenant's table: ANN latency, recall, index build)")
+        # Its own process: the build's peak memory is then the process's own.
+        results["scale"] = subprocess_json([sys.executable, "-m", "bench.scale", "--work", str(WORK / "scale"),
+                                            "--vectors", str(50_000 if args.quick else 1_000_000)], timeout=3600)
+        shutil.rmtree(WORK / "scale", ignore_errors=True)
+
+    if "search_ingest" in sections:
+        log("11. search under ingest (REST API, idle and during a bulk ingest)")
+        from bench.search_ingest import bench_search_ingest
+
+        results["search_ingest"] = bench_search_ingest(WORK / "search-ingest", quick=args.quick)
+
     results["minutes"] = (time.time() - started) / 60
     results["load_after"] = os.getloadavg()
     out = WORK / ("results-quick.json" if args.quick else "results.json")
     out.write_text(json.dumps(results, indent=2, default=str))
     log(f"results in {out} ({results['minutes']:.1f} min)")
+    partial = set(ALL_SECTIONS) - sections
     if not args.no_report:
         from bench.report import write_report
 
         target = WORK / "benchmarks-quick.md" if args.quick else REPO / "docs" / "benchmarks.md"
-        write_report(results, target)
-        log(f"report written to {target}")
+        write_report(results, target, only=sections if partial else None)
+        log(f"report written to {target}" + (f" (sections {', '.join(sorted(sections))} only)" if partial else ""))
     return 0
 
 
