@@ -251,6 +251,54 @@ def test_the_maintain_task_skips_a_tenant_another_run_holds(maintain_task, store
     assert redis_client.get(f"{locks.prefix}lock:{TENANT}") is None  # released after the run
 
 
+@pytest.fixture
+def published_to_test_redis(maintain_task, redis_server):
+    """The worker's Celery app was made at import, before this test's Redis existed:
+    it publishes there while the test runs (Celery restarts its pools as after a fork)."""
+    app = maintain_task.app
+    previous = app.conf.broker_url, app.conf.result_backend
+
+    def point_at(broker: str, backend: str) -> None:
+        app._after_fork()
+        app.conf.update(broker_url=broker, result_backend=backend)
+        app.__dict__.pop("backend", None)  # the cached result backend of the old URL
+
+    point_at(redis_server.url, redis_server.url)
+    yield maintain_task
+    point_at(*previous)
+
+
+def test_a_run_that_keeps_recent_versions_sends_one_run_to_clean_them_once_past_the_retention(
+        published_to_test_redis, store, uri, redis_client, monkeypatch):
+    """A tenant that writes and deletes, then goes quiet: the deleted rows must not stay
+    in a version the first run kept (younger than the retention) for good."""
+    from docflow.shared import kombu_layout
+    from docflow.shared.names import Queue
+    from docflow.shared.settings import get_settings
+
+    maintain_task = published_to_test_redis
+    monkeypatch.setenv("DOCFLOW_INDEX_VERSION_RETENTION_SECONDS", "2")
+    get_settings.cache_clear()
+    fill(store, 6, 2)
+    store.delete_document(TENANT, "doc00002")
+    before_delete = open_table(uri).version - 1
+
+    first = maintain_task.apply(args=[TENANT]).get()
+    assert first["outcome"] == "ok" and first["versions"] > 1  # kept: younger than the retention
+    sent = [kombu_layout.decode(raw) for raw in kombu_layout.queued(redis_client, Queue.MAINTENANCE.value)]
+    assert [(m.task, m.body[0]) for m in sent] == [(maintain_task.name, [TENANT])]
+    assert sent[0].eta - time.time() == pytest.approx(2 + 60, abs=5)  # the retention, plus the margin
+
+    assert maintain_task.apply(args=[TENANT]).get()["outcome"] == "ok"  # another run meanwhile
+    assert redis_client.llen(Queue.MAINTENANCE.value) == 1, "one such run pending per tenant, not one per run"
+
+    time.sleep(2.5)  # the sent run comes after the retention: what it finds is older
+    last = maintain_task.apply(args=[TENANT]).get()
+    table = open_table(uri)
+    assert before_delete not in {v["version"] for v in table.list_versions()}
+    assert last["versions"] <= 2 and table.count_rows("document_id = 'doc00002'") == 0
+
+
 # --- killed midway --------------------------------------------------------------------
 
 MAINTAIN_SCRIPT = textwrap.dedent("""

@@ -13,6 +13,13 @@ first write of a quiet spell schedules one `DOCFLOW_INDEX_MAINTENANCE_DELAY_SECO
 later. Both are debounced with SET NX EX, so a burst of writes sends one or two
 runs, not one per write. A run resets the count when it starts.
 
+A run that leaves older versions behind (younger than the retention, so kept for
+readers that may still use them) schedules one more run once they are past it
+(`cleanup_later`, also SET NX EX: one such run pending per tenant). Without it a
+tenant that wrote shortly before a delete and then went quiet kept the deleted rows
+in an old version for good; with it they are gone within the delay plus twice
+(retention + CLEANUP_MARGIN_SECONDS): 27 minutes with the defaults.
+
 One run per tenant: a Redis lock (SET NX EX) whose TTL outlasts the task's hard
 limit, so a run killed without releasing it cannot block its tenant for longer than
 that. The lock holds the run's task id: the redelivery of a run killed midway
@@ -25,6 +32,10 @@ import redis
 
 from docflow.indexer import metrics as index_metrics
 from docflow.shared.settings import Settings
+
+# How long after the retention a follow-up run comes: the versions it must remove are
+# then past it for sure, and a run taking a little longer does not matter.
+CLEANUP_MARGIN_SECONDS = 60
 
 # Compare-and-delete: only the holder releases the lock.
 _RELEASE_LUA = """
@@ -63,6 +74,7 @@ class MaintenanceSchedule:
         self.delay_seconds = settings.index_maintenance_delay_seconds
         # Above the hard limit: a killed run's lock expires on its own.
         self.lock_seconds = settings.maintain_time_limit + 60
+        self.cleanup_delay_seconds = settings.index_version_retention_seconds + CLEANUP_MARGIN_SECONDS
 
     def _key(self, kind: str, tenant: str) -> str:
         return f"{self.prefix}{kind}:{tenant}"
@@ -86,6 +98,12 @@ class MaintenanceSchedule:
         pipe.delete(self._key("writes", tenant))
         pipe.delete(self._key("now", tenant))
         pipe.execute()
+
+    def cleanup_later(self, tenant: str) -> bool:
+        """Whether the caller must send the run that removes the versions a run kept
+        (those within the retention): True for one caller per `cleanup_delay_seconds`,
+        so at most one such run per tenant is pending at a time."""
+        return bool(self.redis.set(self._key("cleanup", tenant), 1, nx=True, ex=self.cleanup_delay_seconds))
 
     def acquire(self, tenant: str, run_id: str) -> bool:
         return bool(self.redis.eval(_ACQUIRE_LUA, 1, self._key("lock", tenant), run_id, self.lock_seconds))

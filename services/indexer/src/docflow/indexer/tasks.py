@@ -210,6 +210,9 @@ def maintain(self: DocflowTask, tenant: str) -> dict:
             outcome = "skipped"
             return {"tenant": tenant, "outcome": outcome}
         outcome = "ok"
+        if health["versions"] > 1 and schedule.cleanup_later(tenant):
+            # Versions within the retention were kept, and may hold deleted rows.
+            _send_maintenance(tenant, countdown=schedule.cleanup_delay_seconds)
         index_metrics.record_health(tenant, health, time.time())
         log.info("index maintained", tenant=tenant, seconds=round(time.monotonic() - started, 3), **health)
         return {"tenant": tenant, "outcome": outcome, **health}
@@ -229,9 +232,19 @@ def note_index_writes(task: DocflowTask, tenant: str, count: int = 1) -> None:
         return  # Pinecone compacts and indexes on its own
     try:
         now, later = MaintenanceSchedule(task.redis, task.settings).note_writes(tenant, count)
-        if now:
-            maintain.apply_async(args=[tenant])
-        elif later:
-            maintain.apply_async(args=[tenant], countdown=task.settings.index_maintenance_delay_seconds)
+    except Exception as exc:
+        log.warning("maintenance not scheduled", tenant=tenant, error=str(exc))
+        return
+    if now:
+        _send_maintenance(tenant)
+    elif later:
+        _send_maintenance(tenant, countdown=task.settings.index_maintenance_delay_seconds)
+
+
+def _send_maintenance(tenant: str, countdown: int | None = None) -> None:
+    """Send a maintenance run; a failure is only logged (what sent it is done, and the
+    tenant's next writes send another)."""
+    try:
+        maintain.apply_async(args=[tenant], countdown=countdown, ignore_result=True)  # no one reads it
     except Exception as exc:
         log.warning("maintenance not scheduled", tenant=tenant, error=str(exc))
