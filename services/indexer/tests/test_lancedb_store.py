@@ -170,3 +170,22 @@ def test_a_process_keeps_a_bounded_number_of_table_handles(store, monkeypatch):
         store.upsert(tenant, records("doc1", 1, [[1, 0]]))
     assert list(store._tables) == ["t2", "t3"]
     assert store.count("t1", "doc1") == 1  # reopened on demand
+
+
+def test_health_counts_the_versions_lancedb_lists(store, tmp_path):
+    """The manifest files a local table keeps are the versions lancedb lists (and old
+    ones go with cleanup), without reading every manifest."""
+    from datetime import timedelta
+
+    import lancedb
+
+    from docflow.indexer.stores.lancedb import count_versions
+
+    for n in range(6):
+        store.upsert("acme", records(f"doc{n}", 1, [[1.0, 0.0, float(n)]]), fresh=True)
+    table = lancedb.connect(str(tmp_path / "lancedb")).open_table("tenant_acme")
+    kept = store.health("acme")["versions"]
+    assert kept == count_versions(table) == len(table.list_versions()) > 6
+    table.optimize(cleanup_older_than=timedelta(0))
+    table = lancedb.connect(str(tmp_path / "lancedb")).open_table("tenant_acme")
+    assert store.health("acme")["versions"] == len(table.list_versions()) < kept

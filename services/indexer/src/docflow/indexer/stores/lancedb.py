@@ -17,6 +17,7 @@ lancedb 0.40 restarts it in forked children but calls that support experimental
 and warns a deadlock remains possible, so we do not rely on it (see worker.py).
 """
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -327,7 +328,7 @@ class LanceDBStore:
             if index.name == VECTOR_INDEX_NAME:
                 unindexed = table.index_stats(index.name).num_unindexed_rows
         return {"rows": rows, "fragments": stats["fragment_stats"]["num_fragments"],
-                "versions": len(table.list_versions()), "unindexed_rows": unindexed}
+                "versions": count_versions(table), "unindexed_rows": unindexed}
 
     def count(self, tenant: str, document_id: str) -> int:
         with self._using(tenant, f"count in {tenant!r}"):
@@ -400,6 +401,25 @@ def ivf_partitions(rows: int) -> int:
     """About sqrt(rows) partitions (Lance's own rule of thumb), but no more than k-means
     can train: it samples 256 vectors per partition."""
     return max(1, min(int(rows ** 0.5), rows // 256))
+
+
+def count_versions(table) -> int:
+    """Table versions kept on disk.
+
+    `list_versions()` reads every version's manifest: 1.2 s for 5,000 versions on this
+    machine, and a tenant written at the indexer's pace keeps ~10,000 within the default
+    retention, on every maintenance run. A local table's versions are its manifest files
+    (Lance's layout: `_versions/<n>.manifest`), counted in milliseconds; an object
+    store's are listed as before.
+    """
+    uri = str(getattr(table, "_dataset_uri", "") or "")
+    if uri and "://" not in uri:
+        try:
+            with os.scandir(os.path.join(uri, "_versions")) as entries:
+                return sum(1 for entry in entries if entry.name.endswith(".manifest"))
+        except OSError:
+            pass
+    return len(table.list_versions())
 
 
 def has_vector_index(table) -> bool:
