@@ -33,8 +33,9 @@ class PollingRedisBackend(RedisBackend):
 
 def redis_connections(settings: Settings) -> int:
     """Connections each Redis client of the gateway may open: one per handler thread,
-    plus a few for the event loop's own calls and the recovery sweep."""
-    return settings.gateway_threads + 8
+    one more per waiting search (it holds a subscription to its results while it
+    reads them), and a few for the event loop's own calls and the recovery sweep."""
+    return settings.gateway_threads + settings.search_max_concurrent + 8
 
 
 def create_producer(settings: Settings) -> Celery:

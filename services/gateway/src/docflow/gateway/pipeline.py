@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from celery import Celery, chain, states
 from celery.result import AsyncResult
+from redis.client import PubSub
 
 from docflow.gateway.schemas import StageState
 from docflow.shared.messages import PipelineMessage
@@ -132,26 +133,37 @@ class Pipeline:
         # Expiring the tasks at the deadline keeps workers from doing work whose caller
         # has already been told 504.
         search_task = self.celery.signature(Task.SEARCH.value, kwargs={"query": query.model_dump(mode="json")},
-                                            ).set(expires=timeout)
+                                            ).set(expires=timeout, task_id=new_task_id())
         if query.mode.needs_vector:
             # The embedder's result (the vector) becomes the search task's first argument.
-            result = chain(self.celery.signature(Task.EMBED_QUERY.value, args=[query.text]).set(expires=timeout),
-                           search_task).apply_async()
-            steps = [(Task.EMBED_QUERY.value, result.parent), (Task.SEARCH.value, result)]
+            embed_task = self.celery.signature(Task.EMBED_QUERY.value, args=[query.text]).set(
+                expires=timeout, task_id=new_task_id())
+            canvas, ids = chain(embed_task, search_task), [embed_task.id, search_task.id]
         else:
-            result = search_task.clone(args=(None,)).apply_async()
-            steps = [(Task.SEARCH.value, result)]
-        try:
-            return _wait_for_chain(result, steps, timeout)
-        finally:
-            _forget_quietly(result)
+            canvas, ids = search_task.clone(args=(None,)), [search_task.id]
+        # Subscribed before the tasks are sent: the workers PUBLISH each result as they
+        # store it, so the wait ends the moment one arrives instead of at the next poll.
+        backend = self.celery.backend
+        with backend.client.pubsub(ignore_subscribe_messages=True) as results:
+            results.subscribe(*(backend.get_key_for_task(task_id) for task_id in ids))
+            result = canvas.apply_async()
+            steps = [(Task.EMBED_QUERY.value, result.parent)] if query.mode.needs_vector else []
+            steps.append((Task.SEARCH.value, result))
+            try:
+                return _wait_for_chain(result, steps, timeout, results)
+            finally:
+                _forget_quietly(result)
 
 
-def _wait_for_chain(result: AsyncResult, steps: list[tuple[str, AsyncResult]], timeout: float) -> Any:
-    """Poll the chain's steps until the last succeeds, one fails, or time runs out.
+def _wait_for_chain(result: AsyncResult, steps: list[tuple[str, AsyncResult]], timeout: float,
+                    published: PubSub) -> Any:
+    """Read the chain's steps (plain GETs) until the last succeeds, one fails, or time
+    runs out; between reads, wait for a result to be published on `published`.
 
-    Polling (plain GETs) rather than `result.get()`: the latter relies on a pub/sub
-    consumer that is shared per thread and that our producer backend never starts.
+    The reads decide, the messages only wake the wait (not `result.get()`: it relies on
+    a pub/sub consumer shared per thread that our producer backend never starts). The
+    wait is bounded by a doubling pause too, so a message lost to a reconnect costs at
+    most one pause.
     """
     deadline = time.monotonic() + timeout
     pause = _FIRST_POLL_SECONDS
@@ -167,7 +179,7 @@ def _wait_for_chain(result: AsyncResult, steps: list[tuple[str, AsyncResult]], t
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise SearchTimedOut(f"no search result within {timeout:g} s")
-        time.sleep(min(pause, remaining))
+        published.get_message(timeout=min(pause, remaining))
         pause = min(pause * 2, _MAX_POLL_SECONDS)
 
 
