@@ -11,16 +11,27 @@ import redis
 
 from docflow.devstack import samples
 from docflow.devstack.faults import wait_for
+from docflow.shared import kombu_layout
 from docflow.shared.names import Queue, Stage
 
 BACKLOG = 8
 
 
+def held_by_stage_workers(client: redis.Redis) -> list:
+    """Deliveries workers hold (kombu's unacked hash), but for maintenance runs: the
+    maintenance worker holds a run scheduled with a countdown until it is due."""
+    held = (kombu_layout.decode(raw, with_body=False) for _, raw in kombu_layout.unacked(client))
+    return [envelope for envelope in held if envelope is None or envelope.queue != Queue.MAINTENANCE.value]
+
+
 def document(number: int) -> bytes:
+    """Long enough (~30 chunks) that embedding it outlasts a search's own steps after
+    its query is embedded, even with the int8 runtime: otherwise documents embedded
+    meanwhile would count as documents the search waited for."""
     return samples.text([
         f"Backlog report {number}, section {section}: the ferry left the harbour at dawn while the "
         f"survey team counted herons along the canal and logged the tide at the granite quay."
-        for section in range(30)
+        for section in range(120)
     ])
 
 
@@ -36,7 +47,7 @@ def embedder_restored(stack):
 def test_a_search_does_not_wait_behind_an_embedding_backlog(stack, api_a, embedder_restored):
     client = redis.Redis.from_url(stack.redis_url)
     embed_queue = Queue.EMBED.value
-    wait_for(lambda: client.llen(embed_queue) == 0 and client.hlen("unacked") == 0, 600,
+    wait_for(lambda: client.llen(embed_queue) == 0 and not held_by_stage_workers(client), 600,
              "an idle pipeline before the test", interval=0.5)
 
     # Documents pile up in the embed queue while no embedder runs.
