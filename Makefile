@@ -83,7 +83,7 @@ images:
 # --- Benchmarks -------------------------------------------------------------------------
 .PHONY: bench bench-peer
 
-## bench: every figure of docs/benchmarks.md, each side by side with its reference (about 20 min)
+## bench: every figure of docs/benchmarks.md, each side by side with its reference (about 45-50 min)
 bench: install bench-peer
 	$(PY) -m bench.run
 

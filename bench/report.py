@@ -415,6 +415,13 @@ def render(results: dict, notes: str = "") -> str:
         out += scale_section(results["scale"], results)
     if "search_ingest" in results:
         out += search_ingest_section(results["search_ingest"], results)
+    if "durability" in results:
+        from bench.durability import report as durability_table
+
+        out += ["## 12. Durable acceptance", "",
+                "What a 202 costs when Redis fsyncs every write (`appendfsync always`, the durable mode) "
+                "against once a second (`everysec`, the default); `python -m bench.durability`. What each mode "
+                "guarantees: docs/reliability.md.", "", durability_table(results["durability"]), ""]
     out += ["## Rerun", "", "```sh",
             "make bench    # about 45-60 minutes here; rewrites this file and .data/bench/results.json",
             ".venv/bin/python -m bench.run --only scale   # some sections: rewrites only their parts of this file",
@@ -428,7 +435,7 @@ def render(results: dict, notes: str = "") -> str:
 # Which numbered parts of the report each section of `bench/run.py` writes.
 SECTION_NUMBERS = {"upload": ("1",), "pipeline": ("2", "6"), "stages": ("3",), "fanout": ("4",), "growth": ("5",),
                    "quality": ("7",), "footprint": ("8",), "corpus_growth": ("9",), "scale": ("10",),
-                   "search_ingest": ("11",)}
+                   "search_ingest": ("11",), "durability": ("12",)}
 _ROW = re.compile(r"^\| (\d+) \|")
 
 

@@ -2,7 +2,7 @@
 reference in the same run, then the report rewritten.
 
     .venv/bin/python -m bench.run [--quick] [--only upload,pipeline,stages,fanout,growth,quality,footprint,
-                                                    corpus_growth,scale,search_ingest]
+                                                    corpus_growth,scale,search_ingest,durability]
 
 The machines this runs on are small (2 cores) and shared, so absolute numbers drift
 from run to run; each figure is a ratio of two measurements taken back to back
@@ -56,7 +56,7 @@ PEER_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 CONTENT_TYPES = {"pdf": ContentType.PDF, "docx": ContentType.DOCX, "txt": ContentType.TEXT}
 CORPUS_VERSION = "v1"
 ALL_SECTIONS = ("upload", "pipeline", "stages", "fanout", "growth", "quality", "footprint",
-                "corpus_growth", "scale", "search_ingest")
+                "corpus_growth", "scale", "search_ingest", "durability")
 
 
 def log(message: str) -> None:
@@ -466,6 +466,12 @@ def main() -> int:
         from bench.search_ingest import bench_search_ingest
 
         results["search_ingest"] = bench_search_ingest(WORK / "search-ingest", quick=args.quick)
+
+    if "durability" in sections:
+        log("12. durable acceptance (Redis appendfsync everysec against always, per upload)")
+        from bench.durability import bench_durability
+
+        results["durability"] = bench_durability(WORK / "durability", quick=args.quick)
 
     results["minutes"] = (time.time() - started) / 60
     results["load_after"] = os.getloadavg()
