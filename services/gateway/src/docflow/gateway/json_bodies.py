@@ -24,22 +24,22 @@ class StrictJsonError(ValueError):
     """A body json.loads would accept that the API refuses; the message says why."""
 
 
-def _refusing_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in value:
-            raise StrictJsonError(f"the JSON body gives the key {key[:100]!r} twice in one object")
-        value[key] = item
-    return value
+def strict_json_loads(text: bytes | str, what: str = "the JSON body") -> Any:
+    """`json.loads`, refusing duplicate keys and NaN/Infinity (StrictJsonError, its
+    message naming `what` was parsed)."""
 
+    def refusing_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for key, item in pairs:
+            if key in value:
+                raise StrictJsonError(f"{what} repeats the key {key[:100]!r} (given twice in one object)")
+            value[key] = item
+        return value
 
-def _refusing_constant(name: str) -> None:
-    raise StrictJsonError(f"the JSON body holds {name}, which is not a JSON number")
+    def refusing_constant(name: str) -> None:
+        raise StrictJsonError(f"{what} holds {name}, which is not a JSON number")
 
-
-def strict_json_loads(text: bytes | str) -> Any:
-    """`json.loads`, refusing duplicate keys and NaN/Infinity (StrictJsonError)."""
-    return json.loads(text, object_pairs_hook=_refusing_duplicate_keys, parse_constant=_refusing_constant)
+    return json.loads(text, object_pairs_hook=refusing_duplicate_keys, parse_constant=refusing_constant)
 
 
 def _too_large() -> HTTPException:

@@ -15,6 +15,8 @@ import json
 import math
 from typing import Any
 
+from docflow.gateway.json_bodies import StrictJsonError, strict_json_loads
+
 MAX_DEPTH = 10  # the top-level object is level 1
 MAX_KEY_CHARS = 256
 MAX_METADATA_BYTES = 64 * 1024  # serialised as UTF-8 JSON
@@ -29,7 +31,9 @@ def parse_metadata_json(raw: bytes | str) -> dict[str, Any]:
     if len(raw) > MAX_METADATA_BYTES:
         raise MetadataError(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
     try:
-        value = json.loads(raw, object_pairs_hook=_refusing_duplicate_keys, parse_constant=_refusing_constant)
+        value = strict_json_loads(raw, what="metadata")
+    except StrictJsonError as exc:
+        raise MetadataError(str(exc)) from None
     except RecursionError:
         raise MetadataError(f"metadata nests deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError:
@@ -80,17 +84,3 @@ def _check_text(text: str, where: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise MetadataError(f"{where} is not valid Unicode (it holds a lone surrogate)") from None
-
-
-def _refusing_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in value:
-            raise MetadataError(f"metadata repeats the key {key[:100]!r}")
-        value[key] = item
-    return value
-
-
-def _refusing_constant(name: str) -> None:
-    raise MetadataError(f"metadata holds {name}, which is not a JSON number")
-
