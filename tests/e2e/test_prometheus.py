@@ -12,11 +12,15 @@ import importlib.util
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from docflow.devstack import samples
 from docflow.devstack.faults import wait_for
 from docflow.devstack.prometheus import LocalPrometheus
+from docflow.shared.celery_app import create_celery_app
+from docflow.shared.names import Stage, Task, WorkerRole
+from docflow.shared.settings import Settings
 
 SUPPORT = Path(__file__).resolve().parents[1] / "observability" / "observability_support.py"
 _spec = importlib.util.spec_from_file_location("observability_support_e2e", SUPPORT)
@@ -39,7 +43,7 @@ def prometheus(stack, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def traffic(prometheus, api_a):
+def traffic(prometheus, stack, api_a):
     """Documents through every stage, an OCR'd image, a failure, a refusal and a search."""
     started = time.monotonic()
     documents = {
@@ -53,6 +57,13 @@ def traffic(prometheus, api_a):
     records = {kind: api_a.wait_final(document_id) for kind, document_id in documents.items()}
     assert [kind for kind, r in records.items() if r["status"] != "completed"] == ["corrupt"], records
     assert api_a.search("metrics report", top_k=1)
+    # A maintenance run now (the writes above would send one only after
+    # DOCFLOW_INDEX_MAINTENANCE_DELAY_SECONDS): the index-health series come from it.
+    producer = create_celery_app("test-prometheus", Settings(redis_url=stack.redis_url))
+    producer.send_task(Task.MAINTAIN.value, args=[api_a.tenant], ignore_result=True)
+    maintenance = stack.metrics_url(Stage.INDEX, WorkerRole.MAINTENANCE)
+    wait_for(lambda: "docflow_index_last_maintenance_timestamp_seconds{" in httpx.get(maintenance, timeout=5).text,
+             120, "a maintenance run of the tenant's table")
     time.sleep(3)  # a few scrapes (one per second) after the last task counted
     return records, started
 

@@ -1,6 +1,7 @@
 """A real Prometheus (Debian's `prometheus` package) scraping the local stack.
 
-It scrapes the gateway's /metrics and each worker's metrics port under the job names
+It scrapes the gateway's /metrics and each worker's metrics port (a stage's query-only
+and maintenance workers too) under the job names
 the Helm chart's monitors produce (gateway, extractor, embedder, indexer), and loads
 the chart's alert rules, so dashboards and alerts can be tried on the real services.
 """
@@ -32,16 +33,22 @@ class LocalPrometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def config(self) -> dict[str, Any]:
-        def job(name: str, port: int) -> dict[str, Any]:
+        def job(name: str, *ports: int) -> dict[str, Any]:
             return {"job_name": name, "metrics_path": "/metrics",
-                    "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                    "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in ports]}]}
+
+        # A service's query-only and maintenance workers are its job's other targets
+        # (the index-health metrics come from the maintenance worker alone).
+        def side_ports(stage) -> list[int]:
+            return [port for (side_stage, _), port in self.stack.side_metrics_ports.items() if side_stage is stage]
 
         return {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval,
                        "scrape_timeout": self.scrape_interval},
             "rule_files": [str(path) for path in self.rule_files],
             "scrape_configs": [job("gateway", self.stack.gateway_port)] + [
-                job(SERVICE_OF_STAGE[stage], port) for stage, port in self.stack.metrics_ports.items()],
+                job(SERVICE_OF_STAGE[stage], port, *side_ports(stage))
+                for stage, port in self.stack.metrics_ports.items()],
         }
 
     def start(self, timeout: float = 60) -> "LocalPrometheus":
