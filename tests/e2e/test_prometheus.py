@@ -60,7 +60,10 @@ def traffic(prometheus, stack, api_a):
     # A maintenance run now (the writes above would send one only after
     # DOCFLOW_INDEX_MAINTENANCE_DELAY_SECONDS): the index-health series come from it.
     producer = create_celery_app("test-prometheus", Settings(redis_url=stack.redis_url))
-    producer.send_task(Task.MAINTAIN.value, args=[api_a.tenant], ignore_result=True)
+    try:
+        producer.send_task(Task.MAINTAIN.value, args=[api_a.tenant], ignore_result=True)
+    finally:
+        producer.close()
     maintenance = stack.metrics_url(Stage.INDEX, WorkerRole.MAINTENANCE)
     wait_for(lambda: "docflow_index_last_maintenance_timestamp_seconds{" in httpx.get(maintenance, timeout=5).text,
              120, "a maintenance run of the tenant's table")

@@ -19,6 +19,7 @@ from docflow.embedder.providers import MiniLMOnnxProvider, MiniLMProvider, OnnxM
 from docflow.embedder.providers.minilm_onnx import (
     FP32_FILE, INT8_FILE, MANIFEST_FILE, TOKENIZER_FILES, default_onnx_dir, verified,
 )
+from docflow.shared.names import Queue
 from docflow.shared.settings import Settings
 
 CELERY = str(Path(sys.executable).parent / "celery")
@@ -113,7 +114,7 @@ def test_a_worker_with_an_altered_model_file_refuses_to_start_and_says_which(
     env = {**os.environ, "DOCFLOW_REDIS_URL": redis_server.url, "DOCFLOW_STORAGE_PATH": str(tmp_path / "storage"),
            "DOCFLOW_EMBEDDER": "minilm", "DOCFLOW_MINILM_RUNTIME": "onnx-int8",
            "DOCFLOW_MINILM_ONNX_DIR": str(model_copy)}
-    finished = subprocess.run([CELERY, "-A", "docflow.embedder.worker", "worker", "-Q", "docflow.embed",
+    finished = subprocess.run([CELERY, "-A", "docflow.embedder.worker", "worker", "-Q", Queue.EMBED.value,
                                "--pool", "solo", "--loglevel", "INFO"],
                               env=env, capture_output=True, text=True, timeout=60)
     assert finished.returncode != 0
