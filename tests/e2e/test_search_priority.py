@@ -25,13 +25,15 @@ def held_by_stage_workers(client: redis.Redis) -> list:
 
 
 def document(number: int) -> bytes:
-    """Long enough (~30 chunks) that embedding it outlasts a search's own steps after
-    its query is embedded, even with the int8 runtime: otherwise documents embedded
-    meanwhile would count as documents the search waited for."""
+    """Long enough (~120 chunks, several seconds of embedding even with the int8
+    runtime) that embedding it outlasts a search's own steps after its query is
+    embedded on a loaded machine: otherwise documents embedded meanwhile would count
+    as documents the search waited for. (At ~30 chunks, about a second, CI once saw
+    a third document taken while the search's index step ran.)"""
     return samples.text([
         f"Backlog report {number}, section {section}: the ferry left the harbour at dawn while the "
         f"survey team counted herons along the canal and logged the tide at the granite quay."
-        for section in range(120)
+        for section in range(480)
     ])
 
 
