@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     # never) at documents in flight unchanged for at least the idle time.
     recovery_interval_seconds: int = Field(default=60, ge=0)
     recovery_min_idle_seconds: int = Field(default=120, gt=0)
+    # Document events (docflow.shared.events): each tenant's Redis Stream keeps about
+    # this many (trimmed approximately, so a little more); a client resuming from an id
+    # older than that gets a `reset` event. Server-Sent Event streams open at once per
+    # gateway process (each holds one Redis connection of its own pool while it waits;
+    # beyond it a request gets 503 + Retry-After), and the seconds between heartbeats
+    # (`: ping` comments) on an idle stream, which is also how long a read waits on Redis.
+    events_stream_max_len: int = Field(default=10_000, ge=100)
+    events_max_streams: int = Field(default=100, ge=1)
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
     # --- Storage (originals and artifacts) ---------------------------------------
     storage_backend: Literal["local", "s3"] = "local"

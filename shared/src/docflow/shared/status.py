@@ -27,6 +27,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from docflow.shared.errors import ErrorCode
+from docflow.shared.events import RECORD_FIELDS, EventType, deleted_entry, entry, events_key, events_key_lua
 from docflow.shared.names import KEY_PREFIX
 
 # The statuses and their forward order are the pipeline's shape (pipeline_shape); they
@@ -79,6 +80,8 @@ class DocumentRecord(BaseModel):
 
 # How many earlier task ids a record remembers; older ones' owners expire on their own.
 MAX_PREVIOUS_TASK_IDS = 32
+# Entries each tenant's event stream keeps, about (DOCFLOW_EVENTS_STREAM_MAX_LEN's default).
+DEFAULT_EVENTS_MAX_LEN = 10_000
 
 
 def utcnow() -> datetime:
@@ -104,6 +107,37 @@ local function reindex(old, new)
 end
 """
 
+# Appends the document's (KEYS[1]) event to its tenant's stream, in the same script as
+# the change it reports (docflow.shared.events): `emit(kind, before)` with `before` from
+# `visible()` taken ahead of the change writes nothing when no field a client sees
+# moved (a redelivered stage's start, a progress that would go backwards, a field only
+# the pipeline reads); `emit(kind)` always writes. @EVENT_FIELDS@ and @MAX_LEN@ come
+# from docflow.shared.events and DOCFLOW_EVENTS_STREAM_MAX_LEN; the timestamp is the
+# `updated_at` every script sets.
+_EVENTS_LUA = """
+local EVENT_FIELDS = @EVENT_FIELDS@
+local function visible()
+  local values = redis.call('HMGET', KEYS[1], unpack(EVENT_FIELDS))
+  for i = 1, #EVENT_FIELDS do values[i] = values[i] or '' end
+  return values
+end
+local function emit(kind, before)
+  local now = visible()
+  if before then
+    local moved = false
+    for i = 1, #now do if now[i] ~= before[i] then moved = true end end
+    if not moved then return end
+  end
+  local ids = redis.call('HMGET', KEYS[1], 'document_id', 'tenant', 'updated_at')
+  local fields = {'type', kind, 'document_id', ids[1], 'timestamp', ids[3] or ''}
+  for i, name in ipairs(EVENT_FIELDS) do
+    fields[#fields + 1] = name
+    fields[#fields + 1] = now[i]
+  end
+  redis.call('XADD', events_key(ids[2]), 'MAXLEN', '~', @MAX_LEN@, '*', unpack(fields))
+end
+"""
+
 # KEYS[1] = document hash, KEYS[2] = the in-flight set.  ARGV: version, now, status
 # ('' = keep), progress ('' = keep), then field/value pairs to set.  Returns 1 if
 # applied, 0 if stale/final/backwards.
@@ -113,6 +147,7 @@ if not current or current ~= ARGV[1] then return 0 end
 local rank = cjson.decode(ARGV[5])
 local status = redis.call('HGET', KEYS[1], 'status')
 if FINAL[status] then return 0 end
+local before = visible()
 if ARGV[3] ~= '' then
   if rank[ARGV[3]] < rank[status] then return 0 end
   redis.call('HSET', KEYS[1], 'status', ARGV[3])
@@ -127,6 +162,9 @@ if ARGV[4] ~= '' then
 end
 for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+local kind = 'progress'
+if ARGV[3] ~= '' and ARGV[3] ~= status then kind = FINAL[ARGV[3]] and ARGV[3] or 'status' end
+emit(kind, before)
 return 1
 """
 
@@ -146,6 +184,7 @@ if FINAL[status] then return 0 end
 -- it run, the later stages would run again with their run counters restarted.
 local rank = cjson.decode(ARGV[6])
 if rank[ARGV[4]] < rank[status] then return 0 end
+local before = visible()
 if redis.call('HGET', KEYS[1], 'stage') ~= ARGV[2] then
   redis.call('HSET', KEYS[1], 'stage', ARGV[2], 'attempts', 0)
 end
@@ -154,6 +193,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[4], 'updated_at', ARGV[3])
 reindex(status, ARGV[4])
 local old = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
 if tonumber(ARGV[5]) > old then redis.call('HSET', KEYS[1], 'progress', ARGV[5]) end
+emit('stage', before)
 return attempt
 """
 _RANK_JSON = json.dumps(STATUS_RANK)
@@ -190,6 +230,7 @@ for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 reindex(old_status, QUEUED)
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[2], clock[1], redis.call('HGET', KEYS[1], 'document_id'))
+emit('version')
 table.insert(before, 1, version)
 return before
 """
@@ -213,6 +254,7 @@ reindex(QUEUED, old_status)
 if FINAL[old_status] then
   redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'document_id'))
 end
+emit('reverted')
 return 1
 """
 
@@ -229,6 +271,7 @@ redis.call('HSET', KEYS[1], 'status', QUEUED, 'attempts', '0', 'stage', '', 'err
 reindex(FAILED, QUEUED)
 local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[2], clock[1], redis.call('HGET', KEYS[1], 'document_id'))
+emit('reopened')
 return 1
 """
 
@@ -262,11 +305,17 @@ def _encode(value: Any) -> str:
 
 
 class StatusStore:
-    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX,
+                 events_max_len: int = DEFAULT_EVENTS_MAX_LEN) -> None:
         self.redis = client
         self.prefix = prefix
-        # Every script that moves a status also moves the document between status sets.
-        prelude = (_REINDEX_LUA.replace("@PREFIX@", json.dumps(prefix))
+        self.events_max_len = events_max_len
+        # Every script that moves a status also moves the document between status sets,
+        # and appends its event to the tenant's stream.
+        events = (events_key_lua(prefix) + _EVENTS_LUA
+                  .replace("@EVENT_FIELDS@", "{" + ", ".join(json.dumps(f) for f in RECORD_FIELDS) + "}")
+                  .replace("@MAX_LEN@", str(int(events_max_len))))
+        prelude = events + (_REINDEX_LUA.replace("@PREFIX@", json.dumps(prefix))
                    .replace("@FINAL@", "{" + ", ".join(f"[{json.dumps(s.value)}] = true"
                                                        for s in sorted(FINAL_STATUSES)) + "}")
                    .replace("@QUEUED@", json.dumps(DocumentStatus.QUEUED.value))
@@ -290,6 +339,14 @@ class StatusStore:
 
     def _doc_key(self, document_id: str) -> str:
         return f"{self.prefix}doc:{document_id}"
+
+    def record_key(self, document_id: str) -> str:
+        """The document's hash (the gateway's event streams read it with the stream's head
+        in one transaction, see docflow.gateway.event_streams)."""
+        return self._doc_key(document_id)
+
+    def events_key(self, tenant: str) -> str:
+        return events_key(self.prefix, tenant)
 
     def _tenant_key(self, tenant: str) -> str:
         return f"{self.prefix}tenant:{tenant}:documents"
@@ -322,7 +379,7 @@ class StatusStore:
     # --- reads -----------------------------------------------------------------
     def get(self, document_id: str) -> DocumentRecord | None:
         raw = self.redis.hgetall(self._doc_key(document_id))
-        return self._decode(raw) if raw else None
+        return self.decode(raw) if raw else None
 
     def get_for_tenant(self, document_id: str, tenant: str) -> DocumentRecord | None:
         """The record, or None when it does not exist *or belongs to another tenant*."""
@@ -391,10 +448,11 @@ class StatusStore:
         pipe = self.redis.pipeline()
         for document_id in ids:
             pipe.hgetall(self._doc_key(document_id))
-        return [self._decode(raw) for raw in pipe.execute() if raw]
+        return [self.decode(raw) for raw in pipe.execute() if raw]
 
     @staticmethod
-    def _decode(raw: dict[str, str]) -> DocumentRecord:
+    def decode(raw: dict[str, str]) -> DocumentRecord:
+        """A record from its hash's fields, as HGETALL returns them."""
         data: dict[str, Any] = {k: v for k, v in raw.items() if v != ""}
         for name in _JSON_FIELDS:
             if name in data:
@@ -420,6 +478,9 @@ class StatusStore:
                   {record.document_id: record.created_at.timestamp()})
         if record.status not in FINAL_STATUSES:
             pipe.zadd(self.in_flight_key, {record.document_id: record.created_at.timestamp()})
+        # In the same transaction as the record: the event exists exactly when it does.
+        pipe.xadd(self.events_key(record.tenant), entry(EventType.CREATED, record),
+                  maxlen=self.events_max_len, approximate=True)
         if own_pipe:
             pipe.execute()
 
@@ -478,22 +539,26 @@ class StatusStore:
         """
         key = self._doc_key(document_id)
         if pipe is not None:
-            self._queue_delete(pipe, document_id, tenant, self._task_ids(self.redis, key))
+            self._queue_delete(pipe, document_id, tenant, self._existing(self.redis, key))
             return
 
         def write(watched) -> None:  # the task ids read and the record deleted atomically
-            task_ids = self._task_ids(watched, key)
+            existing = self._existing(watched, key)
             watched.multi()
-            self._queue_delete(watched, document_id, tenant, task_ids)
+            self._queue_delete(watched, document_id, tenant, existing)
 
         self.redis.transaction(write, key)
 
     @staticmethod
-    def _task_ids(client, key: str) -> list[str]:
-        task_id, previous = client.hmget(key, "task_id", "previous_task_ids")
-        return [*(previous or "").split(), *([task_id] if task_id else [])]
+    def _existing(client, key: str) -> "_Existing":
+        version, task_id, previous = client.hmget(key, "version", "task_id", "previous_task_ids")
+        return _Existing(version=version, task_ids=[*(previous or "").split(), *([task_id] if task_id else [])])
 
-    def _queue_delete(self, pipe, document_id: str, tenant: str, task_ids: list[str]) -> None:
+    def _queue_delete(self, pipe, document_id: str, tenant: str, existing: "_Existing") -> None:
+        task_ids = existing.task_ids
+        if existing.version:  # one `deleted` event, not one per repeated delete
+            pipe.xadd(self.events_key(tenant), deleted_entry(document_id, existing.version, utcnow()),
+                      maxlen=self.events_max_len, approximate=True)
         pipe.delete(self._doc_key(document_id))
         pipe.zrem(self._tenant_key(tenant), document_id)
         for status in DocumentStatus:
@@ -593,6 +658,14 @@ class StatusStore:
     def fail(self, document_id: str, version: int, error: DocumentError) -> bool:
         return self.update(document_id, version, DocumentStatus.FAILED, error=error,
                            completed_at=utcnow())
+
+
+@dataclass(frozen=True)
+class _Existing:
+    """What a delete reads of the record first: its version (None: no record) and task ids."""
+
+    version: str | None
+    task_ids: list[str]
 
 
 @dataclass(frozen=True)
