@@ -209,3 +209,12 @@ def test_admin_keys_come_only_from_a_secret(default_manifests, scenario_manifest
     gateway = next(c for c in containers(named(objects, "Deployment", "docflow-gateway")) if c["name"] == "gateway")
     (admin,) = [e for e in gateway["env"] if e["name"] == "DOCFLOW_ADMIN_API_KEYS"]
     assert admin["valueFrom"]["secretKeyRef"] == {"name": "docflow-admin", "key": "admin-api-keys"}
+
+
+def test_document_and_maintenance_workers_yield_the_cpu_to_query_workers(default_manifests):
+    """Where they share a node, a search's work gets the CPU before a bulk ingest's."""
+    for worker in ALL_WORKERS:
+        nice = {env_value(c, "DOCFLOW_WORKER_NICE")
+                for c in named(default_manifests, "Deployment", f"docflow-{worker}")["spec"]["template"]["spec"]
+                ["containers"]}
+        assert nice == ({None} if worker.endswith("-query") else {"10"}), (worker, nice)

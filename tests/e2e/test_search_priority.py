@@ -6,13 +6,15 @@ at most the document task a worker process is running, not for the whole backlog
 one shared queue it would be served first in, first out: after every document).
 """
 
+import os
+
 import pytest
 import redis
 
 from docflow.devstack import samples
 from docflow.devstack.faults import wait_for
 from docflow.shared import kombu_layout
-from docflow.shared.names import Queue, Stage
+from docflow.shared.names import Queue, Stage, WorkerRole
 
 BACKLOG = 8
 
@@ -67,3 +69,29 @@ def test_a_search_does_not_wait_behind_an_embedding_backlog(stack, api_a, embedd
 
     for document_id in document_ids:
         assert api_a.wait_final(document_id, timeout=240)["status"] == "completed"
+
+
+def _pool(pid: int) -> list[int]:
+    """A worker's main process and its pool processes (its children)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if parent == pid:
+                children.append(int(entry))
+    return [pid, *children]
+
+
+def test_document_and_maintenance_workers_yield_the_cpu_to_the_query_workers(stack):
+    """Document and maintenance workers run at niceness 10 (Settings.worker_nice), the
+    query-only workers at 0: under a bulk ingest the kernel runs a search's work first."""
+    for stage, process in stack.workers.items():
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in _pool(process.popen.pid)} == {10}, stage
+    for (stage, role), process in stack.side_workers.items():
+        expected = 0 if role is WorkerRole.QUERY else 10
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in _pool(process.popen.pid)} == {expected}, \
+            (stage, role)

@@ -109,6 +109,11 @@ spec:
             {{- with include "docflow.common.env" $root | trim }}{{ . | nindent 12 }}{{- end }}
             - name: DOCFLOW_WORKER_CONCURRENCY
               value: {{ $values.concurrency | quote }}
+            {{- with $values.nice }}
+            # Yield the CPU to the query-only workers on a shared node (Settings.worker_nice).
+            - name: DOCFLOW_WORKER_NICE
+              value: {{ . | quote }}
+            {{- end }}
             # prometheus_client multiprocess mode for the prefork pool: the directory is
             # set before Python starts (docs/architecture.md); the worker empties it at start.
             - name: PROMETHEUS_MULTIPROC_DIR

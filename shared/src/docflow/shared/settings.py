@@ -235,6 +235,11 @@ class Settings(BaseSettings):
     # Workers serve Prometheus metrics on this port (the gateway serves /metrics on
     # its own HTTP port).
     metrics_port: int = Field(default=9100, gt=0, lt=65536)
+    # CPU niceness a worker takes at start (its pool processes inherit it). Document and
+    # maintenance workers run at 10 in `make run` and the chart, query-only workers at 0:
+    # where they share cores, the kernel then gives a search's work the CPU first, and a
+    # bulk ingest only what searches leave.
+    worker_nice: int = Field(default=0, ge=0, le=19)
     # In a pod every interface (Prometheus scrapes the pod IP); the local stack uses
     # 127.0.0.1.
     metrics_host: str = "0.0.0.0"

@@ -1,5 +1,6 @@
 """Building a stage's Celery worker app: logging, context binding, metrics, per-process setup."""
 
+import os
 from collections.abc import Callable
 
 import structlog
@@ -55,6 +56,13 @@ def create_worker_app(stage: Stage, include: list[str],
     @signals.task_postrun.connect(weak=False)
     def _unbind_task(**_kwargs) -> None:
         structlog.contextvars.clear_contextvars()
+
+    @signals.worker_init.connect(weak=False)
+    def _yield_cpu(**_kwargs) -> None:
+        """In the main process before the pool forks, so every pool process inherits it
+        (raising one's niceness needs no privilege, in a container too)."""
+        if settings.worker_nice:
+            os.nice(settings.worker_nice)
 
     worker_metrics.install(app, stage)
     if on_process_start is not None:
