@@ -19,6 +19,7 @@ and warns a deadlock remains possible, so we do not rely on it (see worker.py).
 
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -117,6 +118,8 @@ class LanceDBStore:
         # only rows deleted.
         self._tables: dict[str, tuple[object, int]] = {}
         self._fts_ready: set[str] = set()  # tenants whose table has its full-text index
+        # Runs a hybrid search's keyword half beside its vector half (see `search`).
+        self._halves = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-half")
 
     def _open(self, tenant: str):
         """The tenant's table, or None if the tenant has never indexed anything."""
@@ -216,10 +219,12 @@ class LanceDBStore:
             if mode is SearchMode.KEYWORD:
                 return self._keyword_hits(tenant, table, text, top_k, where)
             # Hybrid: both lists, fused by rank (fusion.py, the same for both backends).
+            # The two queries run at once: LanceDB executes them in Rust without the GIL,
+            # so the search costs the slower half, not the sum.
             candidates = max(top_k, FUSION_CANDIDATES)
-            return reciprocal_rank_fusion([self._vector_hits(table, expected, vector, candidates, where),
-                                           self._keyword_hits(tenant, table, text, candidates, where)],
-                                          top_k)
+            keyword = self._halves.submit(self._keyword_hits, tenant, table, text, candidates, where)
+            vector_hits = self._vector_hits(table, expected, vector, candidates, where)
+            return reciprocal_rank_fusion([vector_hits, keyword.result()], top_k)
 
     def _vector_hits(self, table, expected: int, vector: Sequence[float] | None, limit: int,
                      where: str | None) -> list[SearchHit]:
