@@ -34,9 +34,14 @@ class Gateway:
         return {"Authorization": f"Bearer {KEYS[tenant]}"}
 
     def upload(self, data: bytes = TEXT_DOCUMENT, filename: str = "notes.txt", tenant: str = "tenant-a",
-               metadata: str | None = None) -> httpx.Response:
+               metadata: str | None = None, on_duplicate: str | None = "new",
+               idempotency_key: str | None = None) -> httpx.Response:
+        """`on_duplicate` is `new` unless a test says otherwise: most tests upload the same
+        bytes again and again and mean a new document each time (None: the API's default)."""
         form = {"metadata": metadata} if metadata is not None else None
-        return self.client.post("/v1/documents", headers=self.auth(tenant),
+        params = {"on_duplicate": on_duplicate} if on_duplicate is not None else None
+        headers = {**self.auth(tenant), **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+        return self.client.post("/v1/documents", headers=headers, params=params,
                                 files={"file": (filename, data, "application/octet-stream")}, data=form)
 
     def accepted(self, **kwargs: Any) -> dict[str, Any]:

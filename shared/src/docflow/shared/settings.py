@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     events_stream_max_len: int = Field(default=10_000, ge=100)
     events_max_streams: int = Field(default=100, ge=1)
     events_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # Idempotency-Key on POST /v1/documents (docflow.gateway.idempotency): a key's first
+    # successful answer is replayed for this long. A request holds its key for at most
+    # the lease: a gateway that dies mid-request frees the key for the client's retry
+    # after it, so the lease must outlast the slowest upload's store + record + enqueue.
+    idempotency_ttl_seconds: int = Field(default=86_400, gt=0)
+    idempotency_lease_seconds: int = Field(default=60, gt=0)
 
     # --- Storage (originals and artifacts) ---------------------------------------
     storage_backend: Literal["local", "s3"] = "local"
@@ -299,6 +305,9 @@ class Settings(BaseSettings):
             raise ValueError(f"DOCFLOW_SEARCH_MAX_CONCURRENT ({self.search_max_concurrent}) must stay below "
                              f"DOCFLOW_GATEWAY_THREADS ({self.gateway_threads}): searches must never take "
                              "every thread")
+        if self.idempotency_lease_seconds > self.idempotency_ttl_seconds:
+            raise ValueError(f"DOCFLOW_IDEMPOTENCY_LEASE_SECONDS ({self.idempotency_lease_seconds}) must not exceed "
+                             f"DOCFLOW_IDEMPOTENCY_TTL_SECONDS ({self.idempotency_ttl_seconds})")
         if self.reranker == "http" and not self.reranker_url:
             raise ValueError("DOCFLOW_RERANKER=http needs DOCFLOW_RERANKER_URL (the service's /rerank endpoint)")
 

@@ -18,6 +18,8 @@ from docflow.gateway.celery_producer import (
     create_producer,
     redis_connections,
 )
+from docflow.gateway.duplicates import DigestIndex
+from docflow.gateway.idempotency import IdempotencyStore
 from docflow.gateway.pipeline import Pipeline
 from docflow.gateway.rate_limit import Action, RateLimiter
 from docflow.gateway.reranker import Reranker
@@ -42,6 +44,8 @@ class Services:
     celery: Celery
     pipeline: Pipeline
     tasks: TaskRegistry
+    digests: DigestIndex  # each tenant's originals by SHA-256 (duplicate uploads)
+    idempotency: IdempotencyStore  # Idempotency-Key claims and their stored answers
     api_keys: ApiKeys
     dead_letters: DeadLetterStore
     rate_limiter: RateLimiter
@@ -72,6 +76,9 @@ class Services:
             celery=celery,
             pipeline=Pipeline(celery),
             tasks=TaskRegistry(client, settings.redis_key_prefix, ttl_seconds=celery.conf.result_expires),
+            digests=DigestIndex(client, settings.redis_key_prefix),
+            idempotency=IdempotencyStore(client, settings.redis_key_prefix, settings.idempotency_ttl_seconds,
+                                         settings.idempotency_lease_seconds),
             api_keys=ApiKeys(settings.tenants_by_key),
             dead_letters=DeadLetterStore(client, settings.redis_key_prefix),
             reranker=Reranker.from_settings(settings),

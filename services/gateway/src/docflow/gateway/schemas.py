@@ -18,11 +18,17 @@ MAX_TOP_K = 100
 
 
 class DocumentAccepted(BaseModel):
-    """A document (or a reprocess of one) is queued; poll its status or its task."""
+    """A document (or a reprocess of one) is queued; poll its status or its task. An
+    upload of bytes the tenant already has answers with the existing document."""
 
     document_id: str
     task_id: str
-    status: Literal["queued"] = "queued"
+    status: DocumentStatus = Field(
+        default=DocumentStatus.QUEUED,
+        description="queued for a new document or version; a skipped duplicate's current status (200)")
+    duplicate: bool = Field(
+        default=False, description="true: the tenant already had a document with these bytes, and this is it "
+                                   "(on_duplicate=skip, 200) or its new version (on_duplicate=reprocess, 202)")
 
 
 class DocumentErrorInfo(BaseModel):

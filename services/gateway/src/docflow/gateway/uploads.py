@@ -4,8 +4,11 @@ FastAPI's `UploadFile` only reaches the handler after the whole body has been
 parsed and spooled, so an oversized upload would be read to the end before being
 refused. This reader feeds the stream to python-multipart itself and stops at the
 first byte over the limit. The file is spooled (memory, then a temp file) so a slow
-client holds disk, not memory, while it uploads.
+client holds disk, not memory, while it uploads. The file's SHA-256 is computed as
+its bytes arrive (duplicate detection, idempotency fingerprints), not by a second read.
 """
+
+import hashlib
 
 from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
@@ -38,6 +41,7 @@ class Upload:
     file: SpooledTemporaryFile
     size: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # hex digest of the file's bytes
 
     def head(self, size: int) -> bytes:
         self.file.seek(0)
@@ -66,6 +70,7 @@ class _FormCollector:
         self.file: SpooledTemporaryFile | None = None
         self.raw_filename = ""
         self.file_size = 0
+        self.digest = hashlib.sha256()
         self.metadata_bytes: bytearray | None = None
         self._header_name = b""
         self._header_value = b""
@@ -121,6 +126,7 @@ class _FormCollector:
             # Chunks are at most a socket read (~64 KiB) and land in memory or the
             # page cache; not worth a thread hop per chunk.
             self.file.write(data[start:end])
+            self.digest.update(data[start:end])
         elif self._target == METADATA_FIELD and self.metadata_bytes is not None:
             self.metadata_bytes += data[start:end]
             if len(self.metadata_bytes) > MAX_METADATA_BYTES:
@@ -190,4 +196,4 @@ async def receive_upload(request: Request, max_file_bytes: int) -> Upload:
         collector.close()
         raise
     return Upload(raw_filename=collector.raw_filename, file=collector.file,
-                  size=collector.file_size, metadata=metadata)
+                  size=collector.file_size, metadata=metadata, sha256=collector.digest.hexdigest())

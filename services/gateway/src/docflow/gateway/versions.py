@@ -13,8 +13,10 @@ the recovery sweep finds the document, in flight with no message, after
 DOCFLOW_RECOVERY_MIN_IDLE_SECONDS and starts it again.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
 import structlog
 
 from docflow.gateway.dependencies import Services
@@ -32,14 +34,18 @@ class Started:
     version: int
 
 
-def start_first_version(services: Services, record: DocumentRecord) -> Started:
+def start_first_version(services: Services, record: DocumentRecord,
+                        also: Callable[[redis.client.Pipeline], None] | None = None) -> Started:
     """Create the record and its task owner (one transaction, one round trip) and enqueue
-    version 1; undone (and re-raised) if the enqueue fails."""
+    version 1; undone (and re-raised) if the enqueue fails. `also` queues the caller's
+    own writes on that transaction (the upload's digest): they exist iff the record does."""
     assert record.task_id, "an upload's record names its task"
     writes = services.redis.pipeline(transaction=True)
     services.status.create(record, writes)
     services.tasks.remember(record.task_id, TaskOwner(tenant=record.tenant, document_id=record.document_id),
                             writes)
+    if also is not None:
+        also(writes)
     writes.execute()
     try:
         services.pipeline.enqueue_document(_message(record, record.version), record.task_id)

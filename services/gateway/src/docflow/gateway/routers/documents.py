@@ -7,17 +7,22 @@ nothing across tenants.
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
-from docflow.gateway.intake import accept_document
+from docflow.gateway.duplicates import OnDuplicate
+from docflow.gateway.filenames import sanitize_filename
+from docflow.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from docflow.gateway.idempotency import answer_once, fingerprint, parse_key
+from docflow.gateway.intake import accept_upload
 from docflow.gateway.json_bodies import StrictJsonRoute
 from docflow.gateway.metrics import counting_rejections
 from docflow.gateway.rate_limit import RATE_LIMITED, ReprocessRateLimited, UploadRateLimited
 from docflow.gateway.metadata import MetadataError, validated_metadata
 from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage, MetadataUpdate
-from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, receive_upload
+from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, Upload, receive_upload
 from docflow.gateway.versions import start_new_version
 from docflow.shared.messages import artifact_prefix
 from docflow.shared.names import Task
@@ -59,22 +64,56 @@ def _document_or_404(services: Services, tenant: str, document_id: str) -> Docum
 
 @router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=DocumentAccepted, openapi_extra=_UPLOAD_BODY,
-    responses={400: {"description": "Empty file or malformed form"},
+    responses={200: {"model": DocumentAccepted,
+                     "description": "on_duplicate=skip: the tenant already has these bytes; the existing "
+                                    "document, its current status and `duplicate: true`"},
+               400: {"description": f"Empty file, malformed form or a malformed {IDEMPOTENCY_HEADER}"},
+               409: {"description": f"A request with this {IDEMPOTENCY_HEADER} is still being processed; "
+                                    "retry after Retry-After seconds"},
                413: {"description": "File larger than the configured limit"},
                415: {"description": "Not a supported document type (judged by content)"},
-               422: {"description": "Missing file field or metadata that is not a JSON object"},
+               422: {"description": "Missing file field, metadata that is not a JSON object, an invalid "
+                                    f"on_duplicate, or an {IDEMPOTENCY_HEADER} already used for another "
+                                    "request"},
                **RATE_LIMITED,
                503: {"description": "Queue or storage unavailable; retry after Retry-After seconds"}},
     dependencies=[UploadRateLimited],
 )
-async def upload_document(request: Request, services: ServicesDep, tenant: Tenant) -> DocumentAccepted:
+async def upload_document(
+    request: Request, services: ServicesDep, tenant: Tenant,
+    on_duplicate: Annotated[OnDuplicate, Query(
+        description="If the tenant already has a document with these bytes: skip (answer 200 with it), "
+                    "new (make another), reprocess (a new version of it, 202)")] = OnDuplicate.SKIP,
+    idempotency_key: Annotated[str | None, Header(
+        alias=IDEMPOTENCY_HEADER,
+        description="Retry safely: a repeat of this request with the same key within "
+                    "DOCFLOW_IDEMPOTENCY_TTL_SECONDS gets the first answer, and nothing is stored "
+                    "again")] = None,
+) -> JSONResponse:
     """Store the original and enqueue extract → embed → index; returns at once (202)."""
     with counting_rejections():
+        key = parse_key(idempotency_key)  # a malformed key is refused before the body is read
         upload = await receive_upload(request, services.settings.max_upload_bytes)
         try:
-            return await run_in_threadpool(accept_document, services, tenant, upload)
+            return await run_in_threadpool(_accept, services, tenant, upload, on_duplicate, key)
         finally:
             upload.close()
+
+
+def _accept(services: Services, tenant: str, upload: Upload, on_duplicate: OnDuplicate,
+            key: str | None) -> JSONResponse:
+    if key is None:
+        status_code, accepted = accept_upload(services, tenant, upload, on_duplicate)
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=status_code)
+    # The request as the key promises it: the same bytes, name, metadata and choice.
+    asked = fingerprint(upload.sha256, sanitize_filename(upload.raw_filename), upload.metadata,
+                        on_duplicate.value)
+
+    def handle(claim) -> tuple[int, dict[str, Any]]:
+        status_code, accepted = accept_upload(services, tenant, upload, on_duplicate, claim)
+        return status_code, accepted.model_dump(mode="json")
+
+    return answer_once(services.idempotency, tenant, key, asked, handle)
 
 
 @router.get("", response_model=DocumentPage)
@@ -138,6 +177,7 @@ def delete_document(document_id: str, services: ServicesDep, tenant: Tenant) -> 
     _document_or_404(services, tenant, document_id)
     # The record goes first: in-flight stages check it before each run and stop.
     services.status.delete(document_id, tenant)
+    services.digests.forget(tenant, document_id)  # its bytes are new again to this tenant
     deleted_objects = services.storage.delete_prefix(artifact_prefix(tenant, document_id))
     services.pipeline.enqueue_delete_document(tenant, document_id)
     log.info("document deleted", deleted_objects=deleted_objects)
