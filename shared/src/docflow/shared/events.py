@@ -56,6 +56,7 @@ class EventType(StrEnum):
     # Not stream entries: what the gateway sends a client besides them.
     STATE = "state"  # the document's current state (first event of a document's stream)
     RESET = "reset"  # the client's Last-Event-ID was trimmed away: events were lost
+    READY = "ready"  # first of a tenant stream opened without Last-Event-ID: where it starts
 
 
 # After one of these a document's event stream ends.

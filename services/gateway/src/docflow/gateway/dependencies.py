@@ -20,6 +20,7 @@ from docflow.gateway.celery_producer import (
 )
 from docflow.gateway.duplicates import DigestIndex
 from docflow.gateway.idempotency import IdempotencyStore
+from docflow.gateway.event_streams import EventStreams
 from docflow.gateway.pipeline import Pipeline
 from docflow.gateway.rate_limit import Action, RateLimiter
 from docflow.gateway.reranker import Reranker
@@ -52,6 +53,8 @@ class Services:
     # Searches waiting on workers right now (DOCFLOW_SEARCH_MAX_CONCURRENT per process).
     search_slots: threading.BoundedSemaphore
     reranker: Reranker | None  # None (DOCFLOW_RERANKER=none): search keeps the fused order
+    # Server-Sent Event streams, on a Redis pool of their own (DOCFLOW_EVENTS_MAX_STREAMS).
+    events: EventStreams
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -67,11 +70,13 @@ class Services:
             # before sending: one immediate retry, on a fresh connection, does the same.
             retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
         celery = create_producer(settings)
+        status = StatusStore(client, settings.redis_key_prefix, settings.events_stream_max_len)
         return cls(
             settings=settings,
             redis=client,
             redis_async=async_client,
-            status=StatusStore(client, settings.redis_key_prefix),
+            status=status,
+            events=EventStreams(settings, status),
             storage=open_storage(settings),
             celery=celery,
             pipeline=Pipeline(celery),
@@ -93,6 +98,7 @@ class Services:
     async def close(self) -> None:
         self.redis.close()
         await self.redis_async.aclose()
+        await self.events.close()
         self.celery.close()
 
 

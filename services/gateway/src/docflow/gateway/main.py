@@ -14,7 +14,7 @@ from docflow.gateway.middleware import RequestContextMiddleware
 from docflow.gateway.recovery import start_recovery
 from docflow.gateway.routers import admin as admin_routes
 from docflow.gateway.routers import dead_letters
-from docflow.gateway.routers import documents, health, search, tasks
+from docflow.gateway.routers import documents, events, health, search, tasks
 from docflow.shared.logging import configure_logging
 from docflow.shared.settings import Settings, get_settings
 
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning("no API keys configured (DOCFLOW_API_KEYS): every /v1 request will get 401")
     install_exception_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (documents.router, search.router, tasks.router, health.router):
+    for router in (documents.router, events.router, search.router, tasks.router, health.router):
         app.include_router(router)
     app.include_router(admin_routes.router)
     app.include_router(dead_letters.router)
