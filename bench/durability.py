@@ -59,7 +59,9 @@ class GatewayOnRedis:
 
     def upload_request(self) -> bytes:
         port = self.stack.gateway_port
-        return multipart_upload("/v1/documents", f"127.0.0.1:{port}", {"Authorization": f"Bearer {API_KEY}"},
+        # The same note every time: on_duplicate=new keeps each a new document to accept.
+        return multipart_upload("/v1/documents?on_duplicate=new", f"127.0.0.1:{port}",
+                                {"Authorization": f"Bearer {API_KEY}"},
                                 "note.txt", DOCUMENT, content_type="text/plain")
 
     def drain_queues(self) -> None:

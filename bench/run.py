@@ -109,7 +109,9 @@ def bench_upload(quick: bool) -> dict:
                 order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
                 for name in order:
                     port, headers = servers[name]
-                    request = multipart_upload("/v1/documents", f"127.0.0.1:{port}", headers, "upload.pdf", pdf)
+                    # The same PDF every time: on_duplicate=new keeps each a new document to accept.
+                    request = multipart_upload("/v1/documents?on_duplicate=new", f"127.0.0.1:{port}", headers,
+                                               "upload.pdf", pdf)
                     run_load("127.0.0.1", port, request, concurrency, max(concurrency, total // 10))  # warm-up
                     load = run_load("127.0.0.1", port, request, concurrency, total // rounds)
                     samples[name] += load.latencies

@@ -113,6 +113,25 @@ def test_ingest_reports_a_rejected_file_with_the_servers_reason(served_gateway, 
     assert len(result.stdout.split()) == 1  # the good file still went in
 
 
+def test_ingest_of_a_file_already_uploaded_follows_the_existing_document(served_gateway, text_file):
+    first = upload(served_gateway, text_file)
+
+    again = docflow(served_gateway, "ingest", "--no-wait", str(text_file))
+    forced = docflow(served_gateway, "ingest", "--no-wait", "--on-duplicate", "new", str(text_file))
+
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip() == first
+    assert f"already uploaded, as document {first} (duplicate)" in again.stderr
+    assert forced.exit_code == 0 and forced.stdout.strip() not in ("", first)
+    assert "duplicate" not in forced.stderr
+
+
+def test_the_clis_on_duplicate_choices_are_the_apis():
+    from docflow.cli.ingest import OnDuplicate as CliOnDuplicate
+    from docflow.gateway.duplicates import OnDuplicate
+    assert [choice.value for choice in CliOnDuplicate] == [choice.value for choice in OnDuplicate]
+
+
 def test_ingest_stops_waiting_at_the_timeout(served_gateway, text_file):
     result = docflow(served_gateway, "ingest", "--poll-interval", "0.05", "--timeout", "0.3", str(text_file))
     assert result.exit_code == EXIT_FAILED
@@ -153,9 +172,11 @@ def test_status_of_an_unknown_document_shows_the_servers_detail(served_gateway):
     assert f"HTTP 404): document {'f' * 32} not found" in result.stderr
 
 
-def test_list_filters_by_status(served_gateway, text_file):
+def test_list_filters_by_status(served_gateway, text_file, tmp_path):
     kept = upload(served_gateway, text_file)
-    cancelled = upload(served_gateway, text_file)
+    other = tmp_path / "other.txt"
+    other.write_text("Another document, to be cancelled.\n")
+    cancelled = upload(served_gateway, other)
     assert docflow(served_gateway, "cancel", cancelled).exit_code == 0
 
     everything = docflow(served_gateway, "list")

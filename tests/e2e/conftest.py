@@ -58,8 +58,11 @@ class Api:
                                  timeout=60)
 
     def upload(self, filename: str, data: bytes, metadata: str | None = None) -> str:
+        """A new document, even if another test of the session already uploaded the same
+        bytes (on_duplicate=new): each test follows its own document."""
         fields = {"metadata": metadata} if metadata else None
-        response = self.http.post("/v1/documents", files={"file": (filename, data)}, data=fields)
+        response = self.http.post("/v1/documents", files={"file": (filename, data)}, data=fields,
+                                  params={"on_duplicate": "new"})
         assert response.status_code == 202, response.text
         return response.json()["document_id"]
 

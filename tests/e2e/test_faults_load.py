@@ -106,7 +106,9 @@ class Clients:
         key = list(TENANTS)[n % len(TENANTS)]
         name, data, expected = document(n)
         for _ in range(20):
-            response = self.http(key).post("/v1/documents", files={"file": (name, data)})
+            # on_duplicate=new: the corrupt PDF is the same bytes each time, and each is an upload to follow.
+            response = self.http(key).post("/v1/documents", files={"file": (name, data)},
+                                           params={"on_duplicate": "new"})
             if response.status_code in (429, 503):
                 with self.lock:
                     self.retried += 1

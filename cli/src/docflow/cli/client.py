@@ -71,10 +71,15 @@ class GatewayClient:
             raise ApiError(response.status_code, _detail(response))
         return response
 
-    def upload(self, path: Path, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    def upload(self, path: Path, metadata: dict[str, Any] | None = None,
+               on_duplicate: str | None = None) -> dict[str, Any]:
+        """The gateway's answer: a new document (202) or, for bytes the tenant already
+        has, the existing one with `duplicate: true` (on_duplicate; unset: the server's skip)."""
         data = {"metadata": json.dumps(metadata)} if metadata else None
+        params = {"on_duplicate": on_duplicate} if on_duplicate else None
         with path.open("rb") as file:  # httpx streams the open file
-            return self._request("POST", "/v1/documents", files={"file": (path.name, file)}, data=data).json()
+            return self._request("POST", "/v1/documents", files={"file": (path.name, file)}, data=data,
+                                 params=params).json()
 
     def document(self, document_id: str) -> dict[str, Any]:
         return self._request("GET", _document_path(document_id)).json()

@@ -2,6 +2,7 @@
 
 import time
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,15 @@ from docflow.cli.statuses import COMPLETED, FINAL_STATUSES, QUEUED
 UPLOAD_FAILED = "upload failed"
 TIMED_OUT = "timed out"
 VANISHED = "deleted"
+
+
+class OnDuplicate(StrEnum):
+    """POST /v1/documents' on_duplicate (the CLI stays free of the gateway's package; a
+    test pins these to docflow.gateway.duplicates.OnDuplicate)."""
+
+    SKIP = "skip"
+    NEW = "new"
+    REPROCESS = "reprocess"
 
 
 @dataclass
@@ -42,19 +52,23 @@ class Outcome:
 
 
 def upload_all(client: GatewayClient, paths: list[Path], metadata: dict[str, Any] | None,
-               errors: Console) -> list[Outcome]:
-    """Upload every file; a rejected file is recorded and the others still go."""
+               errors: Console, on_duplicate: str | None = None) -> list[Outcome]:
+    """Upload every file; a rejected file is recorded and the others still go. A file
+    the tenant already has is followed as the document it already is (and said so)."""
     outcomes = []
     for path in paths:
         outcome = Outcome(file=str(path))
         try:
-            accepted = client.upload(path, metadata)
+            accepted = client.upload(path, metadata, on_duplicate)
         except ApiError as exc:
             outcome.status, outcome.error = UPLOAD_FAILED, exc.detail
             reason = f"rejected (HTTP {exc.status_code}): {escape(exc.detail)}"
             errors.print(f"[red]✗[/red] {escape(str(path))}: {reason}", highlight=False, soft_wrap=True)
         else:
             outcome.document_id = accepted["document_id"]
+            if accepted.get("duplicate"):
+                errors.print(f"[dim]=[/dim] {escape(str(path))}: already uploaded, as document "
+                             f"{outcome.document_id} (duplicate)", highlight=False, soft_wrap=True)
         outcomes.append(outcome)
     return outcomes
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from docflow.cli import render
 from docflow.cli.render import SearchMode
 from docflow.cli.client import ApiError, GatewayClient, GatewayUnreachable
-from docflow.cli.ingest import follow, upload_all
+from docflow.cli.ingest import OnDuplicate, follow, upload_all
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -80,6 +80,9 @@ def ingest(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True,
                                                 help="Documents to upload")],
     metadata: Annotated[str | None, typer.Option(help="JSON object stored with every document")] = None,
+    on_duplicate: Annotated[OnDuplicate | None, typer.Option(
+        help="A file already uploaded: skip (follow the existing document, the server's default), "
+             "new (another document) or reprocess (a new version of it)")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print document ids and return at once")] = False,
     poll_interval: Annotated[float, typer.Option(min=0.05, help="Seconds between status polls")] = 1.0,
     timeout: Annotated[float | None,
@@ -89,7 +92,8 @@ def ingest(
     context = _context(ctx)
     parsed_metadata = _parse_metadata(metadata)
     with context.client() as client:
-        outcomes = upload_all(client, files, parsed_metadata, context.err)
+        outcomes = upload_all(client, files, parsed_metadata, context.err,
+                              on_duplicate.value if on_duplicate else None)
         if no_wait:
             for outcome in outcomes:
                 if outcome.document_id:
