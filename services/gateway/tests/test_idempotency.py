@@ -8,6 +8,7 @@ import time
 
 import pytest
 from kombu.exceptions import OperationalError
+from prometheus_client import REGISTRY
 
 from docflow.gateway.idempotency import MAX_KEY_CHARS, REPLAYED_HEADER
 from docflow.shared.names import Queue
@@ -24,6 +25,10 @@ def documents(gateway, tenant: str = "tenant-a") -> list[dict]:
 
 def services(gateway):
     return gateway.client.app.state.services
+
+
+def rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("docflow_gateway_documents_rejected_total", {"reason": reason}) or 0.0
 
 
 def test_a_repeat_gets_the_first_answer_and_stores_nothing_again(gateway, broker, redis_client):
@@ -88,6 +93,7 @@ def test_a_repeat_while_the_first_is_still_being_processed_is_409(gateway, broke
         return real_enqueue(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "enqueue_document", slow_enqueue)
+    refused_before = rejected("key_in_progress")
     answers = {}
     first = threading.Thread(target=lambda: answers.update(first=gateway.upload(idempotency_key="busy")))
     first.start()
@@ -100,6 +106,7 @@ def test_a_repeat_while_the_first_is_still_being_processed_is_409(gateway, broke
     assert concurrent.status_code == 409, concurrent.text
     assert int(concurrent.headers["Retry-After"]) >= 1
     assert "still being processed" in concurrent.json()["detail"]
+    assert rejected("key_in_progress") == refused_before + 1
     assert answers["first"].status_code == 202
     assert gateway.upload(idempotency_key="busy").json() == answers["first"].json()
     assert len(documents(gateway)) == 1 and broker.length(Queue.EXTRACT.value) == 1

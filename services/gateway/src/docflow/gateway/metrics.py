@@ -48,7 +48,8 @@ SEARCHES = Counter("docflow_gateway_searches_total", "Searches by outcome", ["ou
 
 # Why an upload was refused: the HTTP status says it (uploads.py, intake.py).
 REJECTION_BY_STATUS = {
-    400: "malformed",         # a broken multipart body or a client that went away
+    400: "malformed",         # a broken multipart body, a client that went away, a bad Idempotency-Key
+    409: "key_in_progress",   # a request with the same Idempotency-Key is still being processed
     413: "too_large",
     415: "unsupported_type",
     422: "invalid_form",      # no file field, or metadata that is not a JSON object
