@@ -10,6 +10,7 @@ import pytest
 from kombu.exceptions import OperationalError
 from prometheus_client import REGISTRY
 
+from docflow.devstack.redis_server import RedisServer
 from docflow.gateway.idempotency import MAX_KEY_CHARS, REPLAYED_HEADER
 from docflow.shared.names import Queue
 
@@ -210,3 +211,23 @@ def test_a_structured_field_string_is_the_same_key_as_its_token(gateway):
     assert bare.headers[REPLAYED_HEADER] == "true" and bare.json() == quoted.json()
     longest = gateway.upload(idempotency_key="k" * MAX_KEY_CHARS, data=b"The longest key there may be.\n")
     assert longest.status_code == 202
+
+
+def test_keys_and_digests_survive_a_redis_crash_with_aof(make_gateway, tmp_path):
+    """Kept in Redis like the documents themselves: after a SIGKILLed redis-server comes
+    back from its append-only file, a repeat is still a replay and the bytes still known."""
+    own = RedisServer(tmp_path / "redis", appendfsync="always").start()
+    try:
+        gateway = make_gateway(redis_url=own.url)
+        first = gateway.accepted(idempotency_key="durable")
+        own.process.kill()
+        own = RedisServer(own.data_dir, port=own.port, appendfsync="always").start()
+
+        replay = gateway.upload(idempotency_key="durable")
+        duplicate = gateway.upload(on_duplicate=None)
+
+        assert (replay.status_code, replay.json(), replay.headers[REPLAYED_HEADER]) == (202, first, "true")
+        assert (duplicate.status_code, duplicate.json()["document_id"]) == (200, first["document_id"])
+        assert len(documents(gateway)) == 1
+    finally:
+        own.stop()
