@@ -119,8 +119,8 @@ def parse_key(raw: str | None) -> str | None:
 def fingerprint(*parts: Any) -> str:
     """What a request asked for, as one digest: a key reused for anything else is a 422.
     Dicts are hashed with sorted keys: the same metadata in another order is the same
-    request."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    request. ASCII escapes: any string encodes, even one with a lone surrogate."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 class IdempotencyStore:
