@@ -76,6 +76,9 @@ class DocumentRecord(BaseModel):
     # task owners are removed with the document, and GET /v1/tasks reports them as
     # superseded.
     previous_task_ids: list[str] = Field(default_factory=list)
+    # A document submitted as a URL (POST /v1/documents with {"url"}): where the extractor
+    # fetches it from. Null for an upload.
+    source_url: str | None = None
 
 
 # How many earlier task ids a record remembers; older ones' owners expire on their own.
