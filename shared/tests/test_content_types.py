@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from docflow.devstack import hostile, samples
-from docflow.shared.content_types import SNIFF_BYTES, ContentType, sniff
+from docflow.shared.content_types import SNIFF_BYTES, ContentType, looks_like_html, sniff
 
 
 def image_bytes(fmt: str = "PNG") -> bytes:
@@ -94,3 +94,17 @@ def test_real_files_still_sniff_as_themselves(make, expected):
 ])
 def test_damaged_fake_and_unsupported_files(data, expected):
     assert sniff(data, "upload.bin") == expected
+
+
+@pytest.mark.parametrize("head, html", [
+    (b"<!DOCTYPE html>\n<html><body>x</body></html>", True),
+    (b"\xef\xbb\xbf  <?xml version='1.0'?>\n<!-- generated -->\n<html lang='en'>", True),
+    (b"<HEAD><title>t</title></HEAD>", True),
+    ("<!doctype html><p>caf\u00e9</p>".encode("utf-16"), True),
+    (b"A note about the <html> element and <body> tags.", False),
+    (b"<htmlfoo>not a tag of HTML</htmlfoo>", False),
+    (b"# Markdown\n\n<html> in a code span", False),
+    (b"\x89PNG\r\n\x1a\n<html>", False),
+])
+def test_fetched_html_is_judged_by_how_its_text_opens(head, html):
+    assert looks_like_html(head) is html

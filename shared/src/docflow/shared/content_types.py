@@ -127,6 +127,27 @@ def looks_like_text(head: bytes) -> bool:
     return decode_text(head, partial=True) is not None
 
 
+# A document submitted as a URL shows this content type until the extractor has fetched
+# it and judged its bytes (RFC 2483's type for a list of URLs: so far the document is
+# one URL); the fetch then records the judged type.
+URL_PENDING = "text/uri-list"
+# Only fetched documents are judged HTML and reduced to their main text (an uploaded
+# .html file stays text/plain, as it always was): `looks_like_html`.
+HTML = "text/html"
+# What may precede an HTML document's first tag: a BOM, whitespace, an XML declaration,
+# comments. Then one of the tags only HTML opens with.
+_HTML_START = re.compile(
+    r"\A\ufeff?(?:\s|<\?xml[^>]*>|<!--.*?-->)*<(?:!doctype\s+html|html|head|body)[\s>/]",
+    re.IGNORECASE | re.DOTALL)
+
+
+def looks_like_html(head: bytes) -> bool:
+    """Whether text opens as an HTML document does (doctype, <html>, <head> or <body>
+    first): judged by content, so a note that merely mentions <html> stays text."""
+    decoded = decode_text(head, partial=True)
+    return decoded is not None and _HTML_START.match(decoded.text) is not None
+
+
 def sniff(head: bytes, filename: str = "") -> ContentType | None:
     """The supported type of a file from its first bytes, or None if unsupported."""
     for content_type, (structure_checks_out, _) in _BINARY_FORMATS.items():

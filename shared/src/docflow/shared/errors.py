@@ -29,6 +29,16 @@ class ErrorCode(StrEnum):
     # A queued message no worker could decode (wrong serializer, malformed body,
     # unknown task): recorded as a dead letter, never run.
     UNDECODABLE_MESSAGE = "undecodable_message"
+    # A document submitted as a URL (docflow.extractor.fetch): its address (or a
+    # redirect's) is not allowed (docflow.shared.url_safety); the host could not be
+    # reached or resolved; the server answered an HTTP error (4xx permanent, 5xx, 408
+    # and 429 retried), or redirected too often; the body is over max_upload_bytes; the
+    # server was too slow.
+    URL_REFUSED = "url_refused"
+    URL_UNREACHABLE = "url_unreachable"
+    URL_HTTP_ERROR = "url_http_error"
+    URL_TOO_LARGE = "url_too_large"
+    URL_TIMEOUT = "url_timeout"
 
 
 class PipelineError(Exception):

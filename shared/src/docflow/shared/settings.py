@@ -152,6 +152,17 @@ class Settings(BaseSettings):
     # How the bundled MiniLM runs: `torch` (sentence-transformers), `onnx` (the same
     # model exported to ONNX, fp32) or `onnx-int8` (most MatMul weights quantized per
     # channel). The default is the fastest that passes the quality gate in
+    # Documents submitted as a URL are fetched by the extractor (docflow.extractor.fetch)
+    # under the address rules of docflow.shared.url_safety: true lets it (and the webhook
+    # sender) reach loopback, private and link-local addresses (an intranet, tests);
+    # cloud metadata addresses stay refused. A fetch may take `connect` to connect,
+    # `read` between two reads, `total` in all (redirects included: at most
+    # fetch_max_redirects of them); its body is bounded by max_upload_bytes.
+    allow_private_urls: bool = False
+    fetch_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    fetch_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    fetch_total_timeout_seconds: float = Field(default=120.0, gt=0)
+    fetch_max_redirects: int = Field(default=5, ge=0, le=20)
     # tests/quality/ (nDCG@10 on Cranfield within 0.005 of torch, cosine >= 0.98 per
     # chunk): int8, 0.3749 vs torch's 0.3703. The ONNX files are built at install time
     # into `minilm_onnx_dir` (unset: inside the Python environment, see

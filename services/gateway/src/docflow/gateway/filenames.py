@@ -1,38 +1,6 @@
-"""Client-supplied file names, made safe to store, show and log.
+"""Client-supplied file names, made safe to store, show and log: the rules live in
+docflow.shared.filenames (the extractor names fetched URLs' documents by them too)."""
 
-The name is display data only (the original is stored under a fixed key), but it
-is echoed to other tools and terminals: keep the last path component, drop control
-and invisible formatting characters (including bidi overrides that disguise an
-extension), and bound its length without losing the extension.
-"""
+from docflow.shared.filenames import FALLBACK_FILENAME, MAX_FILENAME_BYTES, sanitize_filename
 
-import unicodedata
-
-MAX_FILENAME_BYTES = 255
-FALLBACK_FILENAME = "upload"
-_MAX_SUFFIX_CHARS = 16
-# Control, format (bidi overrides, zero-width), surrogates, private use, unassigned,
-# line and paragraph separators.
-_DROPPED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-
-
-def sanitize_filename(raw: str | None) -> str:
-    name = unicodedata.normalize("NFC", raw or "")
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch) not in _DROPPED_CATEGORIES).strip()
-    if name in ("", ".", ".."):
-        return FALLBACK_FILENAME
-    return _truncate(name)
-
-
-def _truncate(name: str) -> str:
-    if len(name.encode()) <= MAX_FILENAME_BYTES:
-        return name
-    stem, dot, suffix = name.rpartition(".")
-    if not dot or not stem or len(suffix) > _MAX_SUFFIX_CHARS:
-        stem, suffix = name, ""
-    tail = f".{suffix}" if suffix else ""
-    budget = MAX_FILENAME_BYTES - len(tail.encode())
-    # Cut on a character boundary: decode what fits, ignoring a split last character.
-    stem = stem.encode()[:budget].decode(errors="ignore").rstrip()
-    return (stem + tail) if stem else FALLBACK_FILENAME
+__all__ = ["FALLBACK_FILENAME", "MAX_FILENAME_BYTES", "sanitize_filename"]
