@@ -75,6 +75,15 @@ redis.call('HSET', KEYS[1], 'state', 'done', 'status_code', ARGV[2], 'body', ARG
 redis.call('HDEL', KEYS[1], 'token', 'lease_until')
 return 1
 """
+# KEYS[1]; ARGV[1] = token, ARGV[2] = lease ms. Extends the lease while the token holds
+# (a batch of many files takes longer than one upload: it renews as it goes).
+_RENEW_LUA = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
+return 1
+"""
 # KEYS[1]; ARGV[1] = token.
 _RELEASE_LUA = """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
@@ -132,6 +141,7 @@ class IdempotencyStore:
         self._if_held = client.register_script(_IF_HELD_LUA)
         self._complete = client.register_script(_COMPLETE_LUA)
         self._release = client.register_script(_RELEASE_LUA)
+        self._renew = client.register_script(_RENEW_LUA)
 
     def redis_key(self, tenant: str, key: str) -> str:
         return f"{self.prefix}idempotency:{tenant}:{key}"
@@ -157,6 +167,10 @@ class IdempotencyStore:
 
     def complete(self, claim: Claim, status_code: int, body: str) -> bool:
         return bool(self._complete(keys=[claim.redis_key], args=[claim.token, status_code, body]))
+
+    def renew(self, claim: Claim) -> bool:
+        """Hold the key for another lease from now; False if another request overtook it."""
+        return bool(self._renew(keys=[claim.redis_key], args=[claim.token, self.lease_seconds * 1000]))
 
     def release(self, claim: Claim) -> None:
         self._release(keys=[claim.redis_key], args=[claim.token])
