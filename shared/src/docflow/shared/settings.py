@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     # after it, so the lease must outlast the slowest upload's store + record + enqueue.
     idempotency_ttl_seconds: int = Field(default=86_400, gt=0)
     idempotency_lease_seconds: int = Field(default=60, gt=0)
+    # POST /v1/batches (docflow.gateway.batches): at most this many files per request,
+    # and at most this many bytes of request body in all (each file is still held to
+    # DOCFLOW_MAX_UPLOAD_BYTES). The files are spooled to a temporary file as they
+    # arrive, so the body bound is the disk a batch may take while it is received.
+    batch_max_files: int = Field(default=1000, gt=0)
+    batch_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
 
     # --- Storage (originals and artifacts) ---------------------------------------
     storage_backend: Literal["local", "s3"] = "local"

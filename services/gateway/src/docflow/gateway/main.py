@@ -13,6 +13,7 @@ from docflow.gateway.errors import install_exception_handlers
 from docflow.gateway.middleware import RequestContextMiddleware
 from docflow.gateway.recovery import start_recovery
 from docflow.gateway.routers import admin as admin_routes
+from docflow.gateway.routers import batches as batch_routes
 from docflow.gateway.routers import dead_letters
 from docflow.gateway.routers import documents, events, health, search, tasks
 from docflow.shared.logging import configure_logging
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     for router in (documents.router, events.router, search.router, tasks.router, health.router):
         app.include_router(router)
+    app.include_router(batch_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(dead_letters.router)
     return app
