@@ -7,12 +7,13 @@ import pytest
 from PIL import Image
 
 from docflow.extractor.readers import READERS, read_document
-from docflow.shared.content_types import ContentType
+from docflow.shared.content_types import HTML, ContentType
 from docflow.shared.errors import ErrorCode, PermanentError
 
 
 def test_every_supported_content_type_has_a_reader():
-    assert set(READERS) == set(ContentType)
+    # and fetched HTML pages, which only a URL's fetch judges (docflow.extractor.fetch)
+    assert set(READERS) == set(ContentType) | {HTML}
 
 
 def test_markdown_is_read_as_text(settings, record_progress):
@@ -20,7 +21,7 @@ def test_markdown_is_read_as_text(settings, record_progress):
     assert [(p.page, p.text) for p in pages] == [(None, "# Title\n\nBody text.")]
 
 
-@pytest.mark.parametrize("content_type", ["application/zip", "text/html", ""])
+@pytest.mark.parametrize("content_type", ["application/zip", "application/xhtml+xml", "text/uri-list", ""])
 def test_an_unknown_content_type_is_unsupported_type(settings, record_progress, content_type):
     with pytest.raises(PermanentError) as failure:
         read_document(content_type, b"whatever", settings, record_progress)

@@ -5,6 +5,12 @@ Claim check: the task receives and returns storage keys only. It writes
 `chunks.json` (what the embedder reads) under the run's version prefix, so a
 redelivered run overwrites its own artifacts and never touches another version's
 (names and formats: docflow.shared.artifacts).
+
+A document submitted as a URL arrives with the content type URL_PENDING and no
+original yet: the task first fetches it (docflow.extractor.fetch), stores the bytes
+as the document's original and records their judged type, size and name; from then
+on it is a document like any upload (a retry of the run, or a reprocess, reads the
+stored original instead of fetching again).
 """
 
 from typing import Any
@@ -14,12 +20,14 @@ from celery.exceptions import Ignore
 
 from docflow.extractor.chunking import chunk_pages
 from docflow.extractor.fanout import fan_out_signature, keep_opened, should_fan_out
+from docflow.extractor.fetch import fetch
 from docflow.extractor.pages import Every, Progress, page_count
 from docflow.extractor.readers import read_document, require_text
 from docflow.extractor.readers.pdf import open_pdf, read_pdf_pages
 from docflow.extractor.worker import app
 from docflow.shared import artifacts, metrics
-from docflow.shared.content_types import ContentType
+from docflow.shared.content_types import URL_PENDING, ContentType
+from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Task
 from docflow.shared.stage_task import StageTask
@@ -30,7 +38,10 @@ log = structlog.get_logger(__name__)
 @app.task(base=StageTask, name=Task.EXTRACT.value, bind=True)
 def extract_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
     msg = self.begin(message)
-    original = self.storage.get(msg.original_key)
+    if msg.content_type == URL_PENDING:
+        msg, original = _fetched_original(self, msg)
+    else:
+        original = self.storage.get(msg.original_key)
     if msg.content_type == ContentType.PDF:
         # Only the extractor can count a PDF's pages; a big one becomes a chord of
         # page ranges that keeps this task's id and the rest of the chain (fanout.py).
@@ -56,6 +67,25 @@ def extract_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]
     self.report(msg, 1, 1, pages=pages_in_all, chunks=len(chunks))
     log.info("document extracted", content_type=msg.content_type, pages=pages_in_all, chunks=len(chunks))
     return msg.model_copy(update={"chunks_key": msg.key(artifacts.CHUNKS)}).model_dump()
+
+
+def _fetched_original(task: StageTask, msg: PipelineMessage) -> tuple[PipelineMessage, bytes]:
+    """A URL document's original, fetched and stored (or stored by an earlier run of this
+    version), and the message with its judged content type (what the later stages see)."""
+    record = task.status.get(msg.document_id)
+    if record is None or record.version != msg.version:
+        raise Ignore()  # deleted or reprocessed meanwhile
+    if record.content_type != URL_PENDING:  # an earlier run of this version fetched it
+        return msg.model_copy(update={"content_type": record.content_type}), task.storage.get(msg.original_key)
+    if not record.source_url:
+        raise PermanentError(ErrorCode.INTERNAL_ERROR, "the document is awaiting a fetch but records no URL")
+    fetched = fetch(record.source_url, task.settings)
+    if not task.store_artifacts(msg, {msg.original_key: fetched.data}):
+        raise Ignore()
+    task.status.update(msg.document_id, msg.version, content_type=fetched.content_type,
+                       size_bytes=len(fetched.data), filename=fetched.filename)
+    log.info("document fetched", content_type=fetched.content_type, size_bytes=len(fetched.data))
+    return msg.model_copy(update={"content_type": fetched.content_type}), fetched.data
 
 
 def _page_reporter(task: StageTask, msg: PipelineMessage, due: Every | None = None) -> Progress:

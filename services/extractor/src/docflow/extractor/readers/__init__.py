@@ -1,17 +1,19 @@
 """From an original's bytes to its pages' text: one reader per format.
 
 The extractor dispatches on the content type the gateway sniffed from the file's
-bytes and recorded on the message, never on the file name.
+bytes and recorded on the message (for a URL, the type the fetch judged from the
+fetched bytes), never on the file name.
 """
 
 from collections.abc import Callable
 
 from docflow.extractor.pages import PageText, Progress
+from docflow.extractor.readers.html import read_html
 from docflow.extractor.readers.image import read_image
 from docflow.extractor.readers.pdf import read_pdf
 from docflow.extractor.readers.plain_text import read_text
 from docflow.extractor.readers.word import read_docx
-from docflow.shared.content_types import ContentType
+from docflow.shared.content_types import HTML, ContentType
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.settings import Settings
 
@@ -21,7 +23,7 @@ NO_TEXT = "the document contains no text, and OCR found none in its images"  # P
 NO_TEXT_IN_IMAGE = "OCR found no text in the image"
 NO_TEXT_IN_TEXT_FILE = "the file contains no text (only whitespace)"
 
-READERS: dict[ContentType, Reader] = {
+READERS: dict[str, Reader] = {
     ContentType.PDF: read_pdf,
     ContentType.DOCX: read_docx,
     ContentType.PNG: read_image,
@@ -29,6 +31,7 @@ READERS: dict[ContentType, Reader] = {
     ContentType.TIFF: read_image,
     ContentType.TEXT: read_text,
     ContentType.MARKDOWN: read_text,
+    HTML: read_html,  # fetched URLs only: an upload is never judged HTML
 }
 
 
