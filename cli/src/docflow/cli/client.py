@@ -1,6 +1,8 @@
 """A small typed client for the gateway's REST API, with errors the CLI can print."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -105,3 +107,21 @@ class GatewayClient:
         if filter_ is not None:
             body["filter"] = filter_
         return self._request("POST", "/v1/search", json=body).json()
+
+    @contextmanager
+    def events(self, last_event_id: str | None = None, read_timeout: float = 60.0) -> Iterator[Iterator[str]]:
+        """The lines of the tenant's event stream (GET /v1/events, Server-Sent Events),
+        after `last_event_id` if given; a read silent for `read_timeout` raises
+        httpx.ReadTimeout. Parsed by docflow.cli.events."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        try:
+            with self._http.stream("GET", "/v1/events", headers=headers,
+                                   timeout=httpx.Timeout(read_timeout, connect=5.0)) as response:
+                if response.is_error:
+                    response.read()
+                    raise ApiError(response.status_code, _detail(response))
+                yield response.iter_lines()
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise GatewayUnreachable(f"cannot reach the docflow gateway at {self.base_url}: {exc}") from None

@@ -1,4 +1,5 @@
-"""`docflow ingest`: upload files, then follow each document to a final status."""
+"""`docflow ingest`: upload files, then follow each document to a final status (by the
+gateway's event stream, docflow.cli.events, or by polling when that is not available)."""
 
 import time
 from dataclasses import asdict, dataclass
@@ -11,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from docflow.cli.client import ApiError, GatewayClient
+from docflow.cli.events import Follower, ServerEvent
 from docflow.cli.statuses import COMPLETED, FINAL_STATUSES, QUEUED
 
 UPLOAD_FAILED = "upload failed"
@@ -91,27 +93,54 @@ def _refresh(client: GatewayClient, outcome: Outcome) -> None:
         outcome.error = f"{error.get('code')}: {error.get('message')}"
 
 
+def _apply_event(outcome: Outcome, event: ServerEvent) -> None:
+    """An event carries the document's whole state after the change (docflow.shared.events)."""
+    if event.event == "deleted":
+        outcome.status, outcome.error = VANISHED, "the document was deleted while it was processed"
+        return
+    data = event.data
+    outcome.status = data.get("status") or outcome.status
+    outcome.progress = data.get("progress") or 0
+    outcome.pages, outcome.chunks = data.get("pages"), data.get("chunks")
+    error = data.get("error")
+    if error:
+        outcome.error = f"{error.get('code')}: {error.get('message')}"
+
+
 def follow(client: GatewayClient, outcomes: list[Outcome], console: Console, poll_interval: float,
            timeout: float | None) -> None:
-    """Poll each uploaded document until it is final, with one progress bar per document."""
+    """Follow each uploaded document until it is final, with one progress bar per document:
+    by the gateway's event stream, or by polling if that fails."""
     deadline = None if timeout is None else time.monotonic() + timeout
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bars = {id(o): progress.add_task(Path(o.file).name, total=100, status=o.status)
                 for o in outcomes if not o.finished}
-        while True:
-            pending = [o for o in outcomes if not o.finished]
-            for outcome in pending:
-                _refresh(client, outcome)
-                done = 100 if outcome.succeeded else outcome.progress
-                progress.update(bars[id(outcome)], completed=done, status=outcome.status)
-            if all(o.finished for o in outcomes):
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                for outcome in outcomes:
-                    if not outcome.finished:
-                        outcome.status, outcome.error = TIMED_OUT, f"not final after {timeout:g} s"
-                        progress.update(bars[id(outcome)], status=outcome.status)
-                return
-            time.sleep(poll_interval)
+
+        def show(outcome: Outcome) -> None:
+            done = 100 if outcome.succeeded else outcome.progress
+            progress.update(bars[id(outcome)], completed=done, status=outcome.status)
+
+        def refresh(outcome: Outcome) -> None:
+            _refresh(client, outcome)
+
+        if not Follower(client, outcomes, show, refresh, _apply_event).run(deadline):
+            _poll(client, outcomes, show, poll_interval, deadline)
+        for outcome in outcomes:
+            if not outcome.finished:
+                outcome.status, outcome.error = TIMED_OUT, f"not final after {timeout:g} s"
+                show(outcome)
+
+
+def _poll(client: GatewayClient, outcomes: list[Outcome], show, poll_interval: float,
+          deadline: float | None) -> None:
+    """Ask for each unfinished document's status until all are final or the deadline passes."""
+    while True:
+        for outcome in [o for o in outcomes if not o.finished]:
+            _refresh(client, outcome)
+            show(outcome)
+        if all(o.finished for o in outcomes) or (deadline is not None and time.monotonic() >= deadline):
+            return
+        # Never past the deadline: --timeout is kept whatever the interval.
+        time.sleep(poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - time.monotonic())))

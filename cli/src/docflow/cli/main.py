@@ -84,7 +84,8 @@ def ingest(
         help="A file already uploaded: skip (follow the existing document, the server's default), "
              "new (another document) or reprocess (a new version of it)")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print document ids and return at once")] = False,
-    poll_interval: Annotated[float, typer.Option(min=0.05, help="Seconds between status polls")] = 1.0,
+    poll_interval: Annotated[float, typer.Option(
+        min=0.05, help="Seconds between status polls, if the gateway's event stream is unavailable")] = 1.0,
     timeout: Annotated[float | None,
                        typer.Option(min=0, help="Give up waiting after this many seconds")] = None,
 ) -> None:
