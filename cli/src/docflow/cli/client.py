@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -82,6 +82,18 @@ class GatewayClient:
         with path.open("rb") as file:  # httpx streams the open file
             return self._request("POST", "/v1/documents", files={"file": (path.name, file)}, data=data,
                                  params=params).json()
+
+    def batch(self, paths: list[Path], metadata: dict[str, Any] | None = None, on_duplicate: str | None = None,
+              idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /v1/batches: `{batch_id, documents: [...]}`, an entry per file in order (a
+        document, or the file's `error`). The files are streamed, not read into memory."""
+        data = {"metadata": json.dumps(metadata)} if metadata else None
+        params = {"on_duplicate": on_duplicate} if on_duplicate else None
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        with ExitStack() as opened:
+            files = [("file", (path.name, opened.enter_context(path.open("rb")))) for path in paths]
+            return self._request("POST", "/v1/batches", files=files, data=data, params=params,
+                                 headers=headers).json()
 
     def document(self, document_id: str) -> dict[str, Any]:
         return self._request("GET", _document_path(document_id)).json()

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from docflow.cli import render
 from docflow.cli.render import SearchMode
+from docflow.cli.batches import DEFAULT_BATCH_SIZE, files_of, upload_batches
 from docflow.cli.client import ApiError, GatewayClient, GatewayUnreachable
 from docflow.cli.ingest import OnDuplicate, follow, upload_all
 
@@ -77,8 +78,9 @@ def main(
 @app.command()
 def ingest(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True,
-                                                help="Documents to upload")],
+    files: Annotated[list[Path], typer.Argument(exists=True, readable=True,
+                                                help="Documents to upload, or folders of them (every "
+                                                     "file under a folder, hidden ones left out)")],
     metadata: Annotated[str | None, typer.Option(help="JSON object stored with every document")] = None,
     on_duplicate: Annotated[OnDuplicate | None, typer.Option(
         help="A file already uploaded: skip (follow the existing document, the server's default), "
@@ -88,13 +90,24 @@ def ingest(
         min=0.05, help="Seconds between status polls, if the gateway's event stream is unavailable")] = 1.0,
     timeout: Annotated[float | None,
                        typer.Option(min=0, help="Give up waiting after this many seconds")] = None,
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Send the files many to a request (POST /v1/batches) instead of one by one")] = False,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Files per request with --batch (at most the gateway's DOCFLOW_BATCH_MAX_FILES)",
+    )] = DEFAULT_BATCH_SIZE,
 ) -> None:
     """Upload documents, then show their progress until each completes or fails."""
     context = _context(ctx)
     parsed_metadata = _parse_metadata(metadata)
+    paths = files_of(files)
+    if not paths:
+        context.fail("no files to upload (the folders given hold none)", EXIT_USAGE)
+    choice = on_duplicate.value if on_duplicate else None
     with context.client() as client:
-        outcomes = upload_all(client, files, parsed_metadata, context.err,
-                              on_duplicate.value if on_duplicate else None)
+        if batch:
+            outcomes = upload_batches(client, paths, parsed_metadata, context.err, choice, batch_size)
+        else:
+            outcomes = upload_all(client, paths, parsed_metadata, context.err, choice)
         if no_wait:
             for outcome in outcomes:
                 if outcome.document_id:
