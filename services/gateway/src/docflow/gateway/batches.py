@@ -362,7 +362,7 @@ def batch_progress(services: Services, tenant: str, batch_id: str) -> dict[str, 
             now[document_id] = (state, 100 if final else int(progress or 0))
     counts = {s.value: 0 for s in DocumentStatus} | {DELETED: 0}
     for state, _ in now.values():
-        counts[state] += 1
+        counts[state] = counts.get(state, 0) + 1
     finished = all(state == DELETED or DocumentStatus(state) in FINAL_STATUSES for state, _ in now.values())
     progress = round(sum(p for _, p in now.values()) / len(now)) if now else 100
     documents = []
