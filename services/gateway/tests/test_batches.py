@@ -4,6 +4,8 @@ the queue is the extract queue's Redis list, documents move through the status s
 
 import hashlib
 import os
+import threading
+import time
 from tempfile import SpooledTemporaryFile
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from docflow.gateway.batches import BatchFile, BatchStore, ReceivedBatch, batch_fingerprint
 from docflow.gateway.duplicates import OnDuplicate
 from docflow.gateway.idempotency import REPLAYED_HEADER, Outcome, fingerprint
-from docflow.shared.errors import ErrorCode
+from docflow.shared.errors import ErrorCode, TransientError
 from docflow.shared.names import Queue
 from docflow.shared.status import DocumentError, DocumentStatus, StatusStore
 
@@ -289,3 +291,58 @@ def test_a_batch_costs_one_upload_per_file(make_gateway):
     assert send(other, [(f"{n}.txt", text(n + 20)) for n in range(8)], tenant="tenant-b").status_code == 202
     waiting = other.upload(data=text(200), tenant="tenant-b")
     assert waiting.status_code == 429 and int(waiting.headers["Retry-After"]) >= 60
+
+
+def test_storage_down_before_any_file_is_a_503_and_after_one_is_that_file_s_error(gateway, broker, monkeypatch):
+    services = gateway.client.app.state.services
+    real_put = services.storage.put
+    calls = []
+
+    def flaky_put(key, data):
+        calls.append(key)
+        if len(calls) in fail_on:
+            raise TransientError(ErrorCode.STORAGE_UNAVAILABLE, "storage is down")
+        return real_put(key, data)
+
+    monkeypatch.setattr(services.storage, "put", flaky_put)
+    fail_on = {1}
+    first_down = send(gateway, [("a.txt", text(1)), ("b.txt", text(2))], headers={"Idempotency-Key": "k"})
+    assert first_down.status_code == 503, first_down.text
+    assert broker.length(Queue.EXTRACT.value) == 0
+
+    calls.clear()
+    fail_on = {2}
+    answer = accepted(gateway, [("a.txt", text(1)), ("b.txt", text(2)), ("c.txt", text(3))],
+                      headers={"Idempotency-Key": "k"})  # the 503 kept nothing under the key
+    a, b, c = answer["documents"]
+    assert a["document_id"] and c["document_id"]
+    assert (b["document_id"], b["error"]["code"]) == (None, "unavailable")
+    assert broker.length(Queue.EXTRACT.value) == 2
+
+
+def test_a_batch_slower_than_its_lease_keeps_its_key(make_gateway, broker, monkeypatch):
+    """The holder renews its key as it works: a retry meanwhile is a 409, never a second
+    run of the same files."""
+    gateway = make_gateway(idempotency_lease_seconds=1)
+    services = gateway.client.app.state.services
+    real_put = services.storage.put
+
+    def slow_put(key, data):
+        time.sleep(0.4)
+        return real_put(key, data)
+
+    monkeypatch.setattr(services.storage, "put", slow_put)
+    files = [(f"{n}.txt", text(n)) for n in range(6)]  # ~2.4 s: past two leases
+    key = {"Idempotency-Key": "slow-batch"}
+    first = {}
+    worker = threading.Thread(target=lambda: first.update(response=send(gateway, files, headers=key)))
+    worker.start()
+    time.sleep(1.6)
+    retry = send(gateway, files, headers=key)
+    worker.join(30)
+
+    assert retry.status_code == 409, retry.text
+    assert first["response"].status_code == 202
+    assert broker.length(Queue.EXTRACT.value) == 6
+    replay = send(gateway, files, headers=key)
+    assert replay.json() == first["response"].json()
