@@ -114,6 +114,7 @@ def test_the_guard_itself_fails_a_connection_to_an_outside_address(no_outside_co
     ("https://[::1/", "not a valid URL"),
     ("https://" + "a" * MAX_URL_CHARS + ".example/", "longer than"),
     ("", "non-empty"),
+    ("https://public.example/\ud800", "lone surrogate"),
 ])
 def test_malformed_or_unsafe_urls_are_refused_before_any_lookup(url, reason):
     with pytest.raises(UrlRefused, match=reason):

@@ -168,8 +168,17 @@ def test_two_files_are_422(gateway):
 
 
 def test_non_multipart_body_is_415(gateway):
-    response = gateway.post("/v1/documents", json={"file": "hello"})
+    response = gateway.client.post("/v1/documents", content=b"file=hello", headers={
+        **gateway.auth(), "Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 415
+    assert "multipart/form-data" in response.json()["detail"]
+
+
+def test_a_file_sent_as_json_is_422_pointing_to_multipart(gateway):
+    # JSON bodies name a document by URL (test_url_documents.py); a file in one is refused
+    # with the way to upload it.
+    response = gateway.post("/v1/documents", json={"file": "hello"})
+    assert response.status_code == 422
     assert "multipart/form-data" in response.json()["detail"]
 
 

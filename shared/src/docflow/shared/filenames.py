@@ -10,6 +10,7 @@ extension), and bound its length without losing the extension.
 """
 
 import unicodedata
+from urllib.parse import unquote, urlsplit
 
 MAX_FILENAME_BYTES = 255
 FALLBACK_FILENAME = "upload"
@@ -39,3 +40,11 @@ def _truncate(name: str) -> str:
     # Cut on a character boundary: decode what fits, ignoring a split last character.
     stem = stem.encode()[:budget].decode(errors="ignore").rstrip()
     return (stem + tail) if stem else FALLBACK_FILENAME
+
+
+def filename_from_url(url: str) -> str:
+    """A document's name from its URL: the path's last segment (percent-decoded), else
+    the host; cleaned like an upload's name."""
+    parts = urlsplit(url)
+    segment = unquote(parts.path.rstrip("/").rsplit("/", 1)[-1], errors="replace")
+    return sanitize_filename(segment or parts.hostname or "")

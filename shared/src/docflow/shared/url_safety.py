@@ -97,6 +97,10 @@ def parse_url(url: str) -> ParsedUrl:
     if any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in url):
         raise UrlRefused("the URL holds whitespace or control characters")
     try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UrlRefused("the URL is not valid Unicode (it holds a lone surrogate)") from None
+    try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:

@@ -30,14 +30,14 @@ import email.message
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 import structlog
 
 from docflow.shared.content_types import HTML, SNIFF_BYTES, TEXT_TYPES, looks_like_html, sniff
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
-from docflow.shared.filenames import FALLBACK_FILENAME, sanitize_filename
+from docflow.shared.filenames import FALLBACK_FILENAME, filename_from_url, sanitize_filename
 from docflow.shared.settings import Settings
 from docflow.shared.url_safety import (
     ParsedUrl,
@@ -231,8 +231,7 @@ def filename_for(content_disposition: str | None, parsed: ParsedUrl) -> str:
             given = None
         if given and sanitize_filename(given) != FALLBACK_FILENAME:
             return sanitize_filename(given)
-    segment = unquote(urlsplit(parsed.url).path.rstrip("/").rsplit("/", 1)[-1], errors="replace")
-    return sanitize_filename(segment or parsed.host)
+    return filename_from_url(parsed.url)
 
 
 def _shown(url: str, limit: int = 200) -> str:

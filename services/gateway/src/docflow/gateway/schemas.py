@@ -42,8 +42,11 @@ class Document(BaseModel):
     status: DocumentStatus
     progress: int = Field(ge=0, le=100)
     filename: str
-    content_type: str
+    content_type: str = Field(description="Judged by content; text/uri-list for a document submitted as a URL "
+                                          "until it has been fetched")
     size_bytes: int
+    source_url: str | None = Field(
+        default=None, description="The URL a document submitted as one is fetched from; null for an upload")
     metadata: dict[str, Any]
     metadata_error: str | None = Field(
         default=None, description="Set when the stored metadata cannot be shown (a record written before "

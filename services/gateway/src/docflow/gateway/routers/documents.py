@@ -4,6 +4,7 @@ Another tenant's document answers exactly like a missing one (404), so ids leak
 nothing across tenants.
 """
 
+import json
 from typing import Annotated, Any
 
 import structlog
@@ -17,12 +18,13 @@ from docflow.gateway.filenames import sanitize_filename
 from docflow.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from docflow.gateway.idempotency import answer_once, fingerprint, parse_key
 from docflow.gateway.intake import accept_upload
-from docflow.gateway.json_bodies import StrictJsonRoute
+from docflow.gateway.json_bodies import StrictJsonError, StrictJsonRoute
 from docflow.gateway.metrics import counting_rejections
 from docflow.gateway.rate_limit import RATE_LIMITED, ReprocessRateLimited, UploadRateLimited
 from docflow.gateway.metadata import MetadataError, validated_metadata
 from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage, MetadataUpdate
 from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, Upload, receive_upload
+from docflow.gateway.url_intake import JSON_MEDIA_TYPE, UrlSubmission, accept_url, parse_submission
 from docflow.gateway.versions import start_new_version
 from docflow.shared.messages import artifact_prefix
 from docflow.shared.names import Task
@@ -35,21 +37,24 @@ router = APIRouter(prefix="/v1/documents", tags=["documents"], route_class=Stric
 DEFAULT_PAGE_SIZE = 20
 NOT_FOUND = {status.HTTP_404_NOT_FOUND: {"description": "No such document for this tenant"}}
 
-# The body is parsed by `receive_upload` (streaming, with limits), so describe it
-# to OpenAPI by hand.
+# The body is parsed by `receive_upload` (streaming, with limits) or, as JSON, by
+# `parse_submission`, so describe it to OpenAPI by hand.
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object",
-            "required": [FILE_FIELD],
-            "properties": {
-                FILE_FIELD: {"type": "string", "format": "binary",
-                             "description": "PDF, DOCX, PNG, JPEG, TIFF, plain text or Markdown"},
-                METADATA_FIELD: {"type": "string",
-                                 "description": "Optional JSON object stored with the document"},
-            },
-        }}},
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "required": [FILE_FIELD],
+                "properties": {
+                    FILE_FIELD: {"type": "string", "format": "binary",
+                                 "description": "PDF, DOCX, PNG, JPEG, TIFF, plain text or Markdown"},
+                    METADATA_FIELD: {"type": "string",
+                                     "description": "Optional JSON object stored with the document"},
+                },
+            }},
+            JSON_MEDIA_TYPE: {"schema": UrlSubmission.model_json_schema()},
+        },
     }
 }
 
@@ -71,10 +76,13 @@ def _document_or_404(services: Services, tenant: str, document_id: str) -> Docum
                409: {"description": f"A request with this {IDEMPOTENCY_HEADER} is still being processed; "
                                     "retry after Retry-After seconds"},
                413: {"description": "File larger than the configured limit"},
-               415: {"description": "Not a supported document type (judged by content)"},
+               415: {"description": "Not a supported document type (judged by content), or a body that "
+                                    "is neither multipart/form-data nor application/json"},
                422: {"description": "Missing file field, metadata that is not a JSON object, an invalid "
                                     f"on_duplicate, or an {IDEMPOTENCY_HEADER} already used for another "
-                                    "request"},
+                                    "request; as JSON: a URL that is not http(s), too long, without a host, "
+                                    "with credentials or at a refused IP address, or an unknown field "
+                                    "(the reason is in `detail`)"},
                **RATE_LIMITED,
                503: {"description": "Queue or storage unavailable; retry after Retry-After seconds"}},
     dependencies=[UploadRateLimited],
@@ -90,9 +98,16 @@ async def upload_document(
                     "DOCFLOW_IDEMPOTENCY_TTL_SECONDS gets the first answer, and nothing is stored "
                     "again")] = None,
 ) -> JSONResponse:
-    """Store the original and enqueue extract → embed → index; returns at once (202)."""
+    """Store the original and enqueue extract → embed → index; returns at once (202).
+
+    Or, with a JSON body `{"url", "metadata"}`: record a document the extractor fetches
+    from the URL (docflow.gateway.url_intake); 202 as for an upload. `on_duplicate`
+    does not apply to it (the bytes are not known until fetched)."""
     with counting_rejections():
         key = parse_key(idempotency_key)  # a malformed key is refused before the body is read
+        if _media_type(request) == JSON_MEDIA_TYPE:
+            submission = parse_submission(await _json_body(request), services.settings.allow_private_urls)
+            return await run_in_threadpool(_accept_url, services, tenant, submission, key)
         upload = await receive_upload(request, services.settings.max_upload_bytes)
         try:
             return await run_in_threadpool(_accept, services, tenant, upload, on_duplicate, key)
@@ -111,6 +126,32 @@ def _accept(services: Services, tenant: str, upload: Upload, on_duplicate: OnDup
 
     def handle(claim) -> tuple[int, dict[str, Any]]:
         status_code, accepted = accept_upload(services, tenant, upload, on_duplicate, claim)
+        return status_code, accepted.model_dump(mode="json")
+
+    return answer_once(services.idempotency, tenant, key, asked, handle)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _json_body(request: Request) -> Any:
+    """The body, read bounded and parsed strictly (StrictJsonRequest: 413, 422)."""
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, StrictJsonError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body is not valid JSON: {exc}") from None
+
+
+def _accept_url(services: Services, tenant: str, submission: UrlSubmission, key: str | None) -> JSONResponse:
+    if key is None:
+        status_code, accepted = accept_url(services, tenant, submission)
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=status_code)
+    # "url" keeps these apart from an upload's fingerprints (which open with a digest).
+    asked = fingerprint("url", submission.url, submission.metadata)
+
+    def handle(claim) -> tuple[int, dict[str, Any]]:
+        status_code, accepted = accept_url(services, tenant, submission, claim)
         return status_code, accepted.model_dump(mode="json")
 
     return answer_once(services.idempotency, tenant, key, asked, handle)
