@@ -34,6 +34,8 @@ STACK_ENV = {
     "DOCFLOW_MAINTAIN_SOFT_TIME_LIMIT": "40",
     "DOCFLOW_MAINTAIN_TIME_LIMIT": "45",
     "DOCFLOW_VISIBILITY_TIMEOUT": "50",
+    # Documents submitted as a URL are fetched from pages the tests serve on 127.0.0.1.
+    "DOCFLOW_ALLOW_PRIVATE_URLS": "true",
 }
 
 
