@@ -241,3 +241,5 @@ def test_streams_are_bounded_and_a_closed_client_frees_its_slot(serve):
         while streams.open:
             assert time.monotonic() < deadline, "the server did not end a stream whose client left"
             time.sleep(0.02)
+    metrics = httpx.get(f"{api.url}/metrics", timeout=10).text
+    assert "docflow_gateway_event_streams_open 0.0" in metrics

@@ -24,6 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from docflow.gateway.celery_producer import CONNECT_TIMEOUT_SECONDS, SOCKET_TIMEOUT_SECONDS
+from docflow.gateway.metrics import EVENT_STREAMS_OPEN
 from docflow.shared import events
 from docflow.shared.events import DocumentEvent, EventType
 from docflow.shared.redis_connection import tls_options
@@ -69,9 +70,11 @@ class EventStreams:
         if self.open >= self.max_streams:
             raise TooManyStreams()
         self.open += 1
+        EVENT_STREAMS_OPEN.inc()
 
     def release(self) -> None:
         self.open -= 1
+        EVENT_STREAMS_OPEN.dec()
 
     async def close(self) -> None:
         await self.redis.aclose()

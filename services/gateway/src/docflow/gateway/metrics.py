@@ -19,7 +19,7 @@ import redis
 import structlog
 from fastapi import HTTPException
 from kombu.exceptions import OperationalError
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, disable_created_metrics,
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, disable_created_metrics,
                                generate_latest)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -45,6 +45,8 @@ UPLOADED_BYTES = Counter("docflow_gateway_uploaded_bytes_total", "Bytes of accep
 DOCUMENTS_REJECTED = Counter("docflow_gateway_documents_rejected_total",
                              "Uploads refused, by reason", ["reason"])
 SEARCHES = Counter("docflow_gateway_searches_total", "Searches by outcome", ["outcome"])
+# Against DOCFLOW_EVENTS_MAX_STREAMS: at the bound, new streams get 503.
+EVENT_STREAMS_OPEN = Gauge("docflow_gateway_event_streams_open", "Server-Sent Event streams open in this process")
 
 # Why an upload was refused: the HTTP status says it (uploads.py, intake.py).
 REJECTION_BY_STATUS = {

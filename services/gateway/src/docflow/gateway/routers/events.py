@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
+import redis.exceptions
 import structlog
 from fastapi import APIRouter, Header, HTTPException, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -74,8 +75,13 @@ def _sse(item: DocumentEvent | Reset) -> ServerSentEvent:
 
 
 async def _as_sse(items: AsyncIterator[DocumentEvent | Reset]) -> AsyncIterator[ServerSentEvent]:
-    async for item in items:
-        yield _sse(item)
+    try:
+        async for item in items:
+            yield _sse(item)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # Ends the response cleanly; the client reconnects with Last-Event-ID and, once
+        # Redis is back, loses nothing (a reconnect meanwhile gets 503).
+        log.warning("event stream ended: redis unavailable", error=str(exc))
 
 
 # Proxies (nginx) buffer responses unless told not to; an event must go out when it happens.
@@ -119,9 +125,14 @@ async def tenant_events(services: ServicesDep, tenant: Tenant,
     async def content() -> AsyncIterator[ServerSentEvent]:
         if resume_after is None:
             yield ServerSentEvent(id=start, event=EventType.READY.value, data="{}")
-        for reset in resets:
-            yield _sse(reset)
-        async for event in items:
-            yield _sse(event)
+        async for event in _as_sse(_chain(resets, items)):
+            yield event
 
     return CountedEventSource(streams, content(), services.settings.events_heartbeat_seconds, _NO_BUFFERING)
+
+
+async def _chain(first: list[Reset], rest: AsyncIterator[DocumentEvent]) -> AsyncIterator[DocumentEvent | Reset]:
+    for item in first:
+        yield item
+    async for item in rest:
+        yield item
