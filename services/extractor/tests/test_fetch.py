@@ -7,11 +7,15 @@ redirect to a metadata address must be refused before any connection is tried.
 
 import gzip
 import socket
+import ssl
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from fpdf import FPDF
@@ -413,3 +417,62 @@ def test_a_page_without_text_fails_empty_document(stage, pages):
     pages.routes["/app"] = lambda h: send(h, 200, scripts_only, "text/html")
     record = failed_with(status, submit_url(status, pages.url("/app")), ErrorCode.EMPTY_DOCUMENT)
     assert "no main text" in record.error.message
+
+
+def tls_contexts(name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context with a certificate for `name`, client context trusting its CA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+
+    def certificate(subject: str, key, issuer: str, issuer_key, ca: bool, san: str | None = None):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False), critical=True)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("docflow test CA", ca_key, "docflow test CA", ca_key, ca=True)
+    leaf = certificate(name, leaf_key, "docflow test CA", ca_key, ca=False, san=name)
+    pem = serialization.Encoding.PEM
+    with tempfile.TemporaryDirectory() as folder:
+        chain, key = Path(folder, "chain.pem"), Path(folder, "key.pem")
+        chain.write_bytes(leaf.public_bytes(pem))
+        key.write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(chain, key)
+    client = ssl.create_default_context(cadata=ca.public_bytes(pem).decode())
+    return server, client
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_name(stage, pages):
+    """The request goes to 127.0.0.1, but TLS's SNI and certificate check use the URL's
+    name: a certificate for another name is refused, permanently."""
+    server_tls, client_tls = tls_contexts("docs.example")
+    pages.httpd.socket = server_tls.wrap_socket(pages.httpd.socket, server_side=True)
+    pages.routes["/report.pdf"] = lambda h: send(h, 200, pdf_bytes(), "application/pdf")
+
+    def resolver(host: str, port: int) -> list[str]:
+        return {"docs.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]}[host]
+
+    fetched = fetch(f"https://docs.example:{pages.port}/report.pdf", get_settings(), resolver, verify=client_tls)
+
+    assert fetched.content_type == ContentType.PDF and fetched.filename == "report.pdf"
+    assert pages.hosts == [f"docs.example:{pages.port}"]
+    with pytest.raises(PermanentError, match="certificate") as failure:
+        fetch(f"https://other.example:{pages.port}/report.pdf", get_settings(), resolver, verify=client_tls)
+    assert failure.value.code == ErrorCode.URL_UNREACHABLE
