@@ -27,6 +27,7 @@ host that does not exist, a bad certificate) fail the document at once.
 """
 
 import email.message
+import logging
 import ssl
 import time
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ from docflow.shared.url_safety import (
 )
 
 log = structlog.get_logger(__name__)
+# httpx logs every request's full URL at INFO: a presigned URL's query holds its
+# signature, which has no place in logs. Failures are logged by the task, without it.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 USER_AGENT = "docflow-fetch/1.0 (+https://github.com/docflow)"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
