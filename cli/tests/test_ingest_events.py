@@ -52,7 +52,8 @@ def counted_gateway(redis_server, redis_client: redis.Redis, tmp_path: Path,
             yield served
 
 
-def test_ingest_follows_the_event_stream_instead_of_polling(counted_gateway, fake_pipeline, text_file, tmp_path):
+def test_ingest_follows_the_event_stream_instead_of_polling(counted_gateway, fake_pipeline, text_file,
+                                                            tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("this one will fail\n")
     started = time.monotonic()

@@ -25,8 +25,8 @@ def open_stream(base_url: str, document_id: str, last_event_id: str | None = Non
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
     client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(60, connect=5))
-    response = client.send(client.build_request("GET", f"/v1/documents/{document_id}/events", headers=headers),
-                           stream=True)
+    request = client.build_request("GET", f"/v1/documents/{document_id}/events", headers=headers)
+    response = client.send(request, stream=True)
     assert response.status_code == 200, response.read()
     return client, response
 

@@ -32,7 +32,9 @@ class Api:
         return {"Authorization": f"Bearer {KEYS[tenant]}"}
 
     def upload(self, tenant: str = "tenant-a") -> str:
-        response = httpx.post(f"{self.url}/v1/documents", headers=self.auth(tenant), params={"on_duplicate": "new"},
+        # on_duplicate=new: the tests upload the same bytes again and mean a new document.
+        response = httpx.post(f"{self.url}/v1/documents", headers=self.auth(tenant),
+                              params={"on_duplicate": "new"},
                               files={"file": ("notes.txt", TEXT_DOCUMENT)}, timeout=10)
         assert response.status_code == 202, response.text
         return response.json()["document_id"]
@@ -83,7 +85,7 @@ def run_to_completion(store: StatusStore, document_id: str, version: int = 1) ->
 STAGES_IN_ORDER = ["stage", "progress", "stage", "progress", "stage", "completed"]
 
 
-def test_a_documents_stream_starts_with_its_state_shows_each_stage_in_order_and_ends_at_completion(api, store):
+def test_a_documents_stream_starts_with_its_state_and_shows_each_stage_in_order_until_completed(api, store):
     document_id = api.upload()
     with api.document_stream(document_id) as stream:
         [state] = stream.take(1)
@@ -95,7 +97,8 @@ def test_a_documents_stream_starts_with_its_state_shows_each_stage_in_order_and_
     assert [e.data["stage"] for e in rest if e.event == "stage"] == ["extract", "embed", "index"]
     assert [e.data["progress"] for e in rest] == [0, 20, 40, 60, 80, 100]
     assert rest[-1].data | {"timestamp": None} == {
-        "type": "completed", "document_id": document_id, "status": "completed", "stage": "index", "progress": 100,
+        "type": "completed", "document_id": document_id, "status": "completed", "stage": "index",
+        "progress": 100,
         "pages": 2, "chunks": 5, "vectors": 5, "version": 1, "error": None, "timestamp": None}
     ids = [state.id, *(e.id for e in rest)]
     assert len(set(ids)) == len(ids) and all(ids)
@@ -103,7 +106,8 @@ def test_a_documents_stream_starts_with_its_state_shows_each_stage_in_order_and_
 
 def test_a_final_document_gives_its_state_and_ends(api, store):
     document_id = api.upload()
-    store.fail(document_id, 1, DocumentError(code=ErrorCode.CORRUPT_FILE, message="xref broken", stage="extract"))
+    broken = DocumentError(code=ErrorCode.CORRUPT_FILE, message="xref broken", stage="extract")
+    store.fail(document_id, 1, broken)
     with api.document_stream(document_id) as stream:
         events = stream.rest()
     assert [(e.event, e.data["status"]) for e in events] == [("state", "failed")]

@@ -143,4 +143,5 @@ def _poll(client: GatewayClient, outcomes: list[Outcome], show, poll_interval: f
         if all(o.finished for o in outcomes) or (deadline is not None and time.monotonic() >= deadline):
             return
         # Never past the deadline: --timeout is kept whatever the interval.
-        time.sleep(poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - time.monotonic())))
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        time.sleep(poll_interval if remaining is None else min(poll_interval, remaining))

@@ -137,7 +137,8 @@ def events_key(prefix: str, tenant: str) -> str:
 def events_key_lua(prefix: str) -> str:
     """A Lua function `events_key(tenant)` spelling `events_key` (for the status scripts)."""
     head, tail = _KEY_FORMAT.format(prefix=prefix, tenant="\0").split("\0")
-    return f"local function events_key(tenant) return {json.dumps(head)} .. tenant .. {json.dumps(tail)} end\n"
+    spelled = f"{json.dumps(head)} .. tenant .. {json.dumps(tail)}"
+    return f"local function events_key(tenant) return {spelled} end\n"
 
 
 def id_tuple(entry_id: str) -> tuple[int, int]:

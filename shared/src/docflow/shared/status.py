@@ -555,7 +555,8 @@ class StatusStore:
     @staticmethod
     def _existing(client, key: str) -> "_Existing":
         version, task_id, previous = client.hmget(key, "version", "task_id", "previous_task_ids")
-        return _Existing(version=version, task_ids=[*(previous or "").split(), *([task_id] if task_id else [])])
+        task_ids = [*(previous or "").split(), *([task_id] if task_id else [])]
+        return _Existing(version=version, task_ids=task_ids)
 
     def _queue_delete(self, pipe, document_id: str, tenant: str, existing: "_Existing") -> None:
         task_ids = existing.task_ids

@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 from docflow.gateway.celery_producer import CONNECT_TIMEOUT_SECONDS, SOCKET_TIMEOUT_SECONDS
 from docflow.gateway.metrics import EVENT_STREAMS_OPEN
 from docflow.shared import events
-from docflow.shared.events import DocumentEvent, EventType
+from docflow.shared.events import DocumentEvent
 from docflow.shared.redis_connection import tls_options
 from docflow.shared.settings import Settings
 from docflow.shared.status import DocumentRecord, StatusStore
@@ -168,4 +168,4 @@ async def _nothing() -> AsyncIterator[DocumentEvent | Reset]:
     yield  # an async generator that yields nothing
 
 
-__all__ = ["EventStreams", "EventType", "NoSuchDocument", "Reset", "TooManyStreams"]
+__all__ = ["EventStreams", "NoSuchDocument", "Reset", "TooManyStreams"]

@@ -105,7 +105,8 @@ async def document_events(document_id: str, services: ServicesDep, tenant: Tenan
         streams.release()
         raise
     structlog.contextvars.bind_contextvars(document_id=document_id)
-    return CountedEventSource(streams, _as_sse(items), services.settings.events_heartbeat_seconds, _NO_BUFFERING)
+    return CountedEventSource(streams, _as_sse(items), services.settings.events_heartbeat_seconds,
+                              _NO_BUFFERING)
 
 
 @router.get("/events", response_class=EventSourceResponse, responses=_STREAM_RESPONSES)
@@ -131,7 +132,8 @@ async def tenant_events(services: ServicesDep, tenant: Tenant,
     return CountedEventSource(streams, content(), services.settings.events_heartbeat_seconds, _NO_BUFFERING)
 
 
-async def _chain(first: list[Reset], rest: AsyncIterator[DocumentEvent]) -> AsyncIterator[DocumentEvent | Reset]:
+async def _chain(first: list[Reset],
+                 rest: AsyncIterator[DocumentEvent]) -> AsyncIterator[DocumentEvent | Reset]:
     for item in first:
         yield item
     async for item in rest:
