@@ -189,6 +189,18 @@ def test_malformed_multipart_is_400(gateway):
     assert response.json()["detail"].startswith("malformed multipart body")
 
 
+def test_a_body_cut_off_inside_the_file_is_400_and_stores_nothing(gateway):
+    """python-multipart's finalize() accepts a body that stops inside a part: the cut
+    file must not become a document."""
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="cut.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\nthe first half of a document and then noth")
+    response = gateway.client.post("/v1/documents", content=body, headers={
+        **gateway.auth(), "Content-Type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 400
+    assert "closing boundary" in response.json()["detail"]
+    assert gateway.get("/v1/documents").json()["total"] == 0
+
+
 @pytest.mark.parametrize(("raw_name", "stored_name"), [
     ("../../etc/passwd.txt", "passwd.txt"),
     ("C:\\Users\\eve\\report.txt", "report.txt"),

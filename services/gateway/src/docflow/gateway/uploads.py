@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request, status
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from docflow.gateway.metadata import MAX_METADATA_BYTES, MetadataError, parse_metadata_json
@@ -177,6 +177,10 @@ async def receive_upload(request: Request, max_file_bytes: int) -> Upload:
                 raise _too_large(max_file_bytes)
             parser.write(chunk)
         parser.finalize()
+        if parser.state != MultipartState.END:
+            # python-multipart's finalize does not check this: a body cut off inside the
+            # file part would otherwise be stored as a truncated document.
+            raise MultipartParseError("it ends before its closing boundary")
     except MultipartParseError as exc:
         collector.close()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}") from None
