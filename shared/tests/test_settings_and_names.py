@@ -2,7 +2,6 @@ import pytest
 from pydantic import ValidationError
 
 from docflow.shared.names import (
-    MAINTENANCE_QUEUE_OF_STAGE,
     QUEUE_OF_STAGE,
     STAGE_OF_QUEUE,
     STAGE_OF_TASK,
@@ -10,7 +9,10 @@ from docflow.shared.names import (
     Queue,
     Stage,
     Task,
+    WorkerRole,
+    queues_of_role,
     queues_of_stage,
+    roles_of_stage,
 )
 from docflow.shared.settings import Settings, parse_api_keys
 
@@ -32,7 +34,7 @@ def test_visibility_timeout_must_exceed_hard_time_limits():
 
 def test_every_task_routes_to_a_queue_its_stage_consumes():
     for task, stage in STAGE_OF_TASK.items():
-        consumed = [*queues_of_stage(stage), *filter(None, [MAINTENANCE_QUEUE_OF_STAGE.get(stage)])]
+        consumed = [queue for role in WorkerRole for queue in queues_of_role(stage, role)]
         assert TASK_ROUTES[task]["queue"] in consumed, task
     assert TASK_ROUTES[Task.EXTRACT]["queue"] == QUEUE_OF_STAGE[Stage.EXTRACT]
     assert TASK_ROUTES[Task.DELETE_DOCUMENT]["queue"] == QUEUE_OF_STAGE[Stage.INDEX]
@@ -53,3 +55,11 @@ def test_index_maintenance_has_a_queue_of_its_own_that_no_document_worker_takes(
     assert TASK_ROUTES[Task.UPDATE_METADATA]["queue"] == Queue.INDEX
     assert all(Queue.MAINTENANCE not in queues_of_stage(stage) for stage in Stage)
     assert STAGE_OF_QUEUE[Queue.MAINTENANCE] is Stage.INDEX
+
+
+def test_webhook_deliveries_have_a_queue_and_worker_role_of_their_own():
+    assert TASK_ROUTES[Task.DELIVER_WEBHOOK]["queue"] == Queue.WEBHOOKS
+    assert queues_of_role(Stage.INDEX, WorkerRole.NOTIFY) == [Queue.WEBHOOKS]
+    assert WorkerRole.NOTIFY in roles_of_stage(Stage.INDEX)
+    assert all(WorkerRole.NOTIFY not in roles_of_stage(stage) for stage in Stage if stage is not Stage.INDEX)
+    assert all(Queue.WEBHOOKS not in queues_of_stage(stage) for stage in Stage)

@@ -40,6 +40,10 @@ class Queue(StrEnum):
     # queue and worker, so a long maintenance run never sits in front of a document or a
     # search (`celery -A docflow.indexer.worker worker -Q docflow.maintenance.index`).
     MAINTENANCE = "docflow.maintenance.index"
+    # Webhook deliveries (one task per event and webhook, retried with backoff): a worker
+    # of their own (the indexer's `notify` role), so a slow or dead receiver never holds
+    # up a document, a search or maintenance.
+    WEBHOOKS = "docflow.webhooks"
 
 
 SERVICE_OF_STAGE: dict[Stage, str] = {
@@ -64,10 +68,16 @@ QUERY_QUEUE_OF_STAGE: dict[Stage, Queue] = {
 MAINTENANCE_QUEUE_OF_STAGE: dict[Stage, Queue] = {
     Stage.INDEX: Queue.MAINTENANCE,
 }
+# The stage whose service sends webhook deliveries (its `notify` worker role): the
+# indexer, which already runs the background roles, so no image of its own.
+NOTIFY_QUEUE_OF_STAGE: dict[Stage, Queue] = {
+    Stage.INDEX: Queue.WEBHOOKS,
+}
 STAGE_OF_QUEUE: dict[Queue, Stage] = {
     **{queue: stage for stage, queue in QUEUE_OF_STAGE.items()},
     **{queue: stage for stage, queue in QUERY_QUEUE_OF_STAGE.items()},
     **{queue: stage for stage, queue in MAINTENANCE_QUEUE_OF_STAGE.items()},
+    **{queue: stage for stage, queue in NOTIFY_QUEUE_OF_STAGE.items()},
 }
 
 
@@ -86,6 +96,9 @@ class WorkerRole(StrEnum):
     QUERY = "query"
     # Background upkeep only (one at a time, Queue.MAINTENANCE).
     MAINTENANCE = "maintenance"
+    # Webhook deliveries only (Queue.WEBHOOKS), and the dispatcher that turns documents'
+    # final events into them (docflow.indexer.webhooks).
+    NOTIFY = "notify"
 
 
 def queues_of_role(stage: Stage, role: WorkerRole) -> list[Queue]:
@@ -98,7 +111,8 @@ def queues_of_role(stage: Stage, role: WorkerRole) -> list[Queue]:
     """
     if role is WorkerRole.DOCUMENT:
         return queues_of_stage(stage)
-    queue = (QUERY_QUEUE_OF_STAGE if role is WorkerRole.QUERY else MAINTENANCE_QUEUE_OF_STAGE).get(stage)
+    queue = {WorkerRole.QUERY: QUERY_QUEUE_OF_STAGE, WorkerRole.MAINTENANCE: MAINTENANCE_QUEUE_OF_STAGE,
+             WorkerRole.NOTIFY: NOTIFY_QUEUE_OF_STAGE}[role].get(stage)
     return [queue] if queue else []
 
 
@@ -130,6 +144,8 @@ class Task(StrEnum):
     UPDATE_METADATA = "docflow.index.update_metadata"
     # Keep one tenant's index healthy (compact, clean old versions, build indexes).
     MAINTAIN = "docflow.index.maintain"
+    # One webhook delivery (an event to one registered URL), with its retries.
+    DELIVER_WEBHOOK = "docflow.index.deliver_webhook"
 
 
 STAGE_OF_TASK: dict[Task, Stage] = {
@@ -143,6 +159,7 @@ STAGE_OF_TASK: dict[Task, Stage] = {
     Task.DELETE_DOCUMENT: Stage.INDEX,
     Task.UPDATE_METADATA: Stage.INDEX,
     Task.MAINTAIN: Stage.INDEX,
+    Task.DELIVER_WEBHOOK: Stage.INDEX,
 }
 
 # Every task runs on a queue of the stage whose libraries it needs: searches on its
@@ -152,5 +169,6 @@ QUEUE_OF_TASK: dict[Task, Queue] = {
     Task.EMBED_QUERY: Queue.QUERY_EMBED,
     Task.SEARCH: Queue.QUERY_INDEX,
     Task.MAINTAIN: Queue.MAINTENANCE,
+    Task.DELIVER_WEBHOOK: Queue.WEBHOOKS,
 }
 TASK_ROUTES: dict[str, dict[str, str]] = {task.value: {"queue": queue.value} for task, queue in QUEUE_OF_TASK.items()}

@@ -217,6 +217,25 @@ class Settings(BaseSettings):
     vector_index_nprobes: int = Field(default=20, gt=0)
     vector_index_refine_factor: int = Field(default=10, ge=0)
 
+    # --- Webhooks (docflow.shared.webhooks, sent by the indexer's notify worker) -------
+    # At most this many webhooks per tenant (POST /v1/webhooks answers 409 beyond).
+    webhook_max_per_tenant: int = Field(default=10, ge=1, le=1000)
+    # Tries of one delivery before it is dead-lettered (the first one included). Try n+1
+    # waits a random time up to webhook_retry_backoff_seconds * 2**(n-1) ("full jitter"),
+    # at most webhook_retry_backoff_max_seconds, which must stay below the visibility
+    # timeout (a retry waits for its time in the worker that took it, unacked).
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_retry_backoff_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    # One try's bound: to connect, and in all (a receiver that drips its answer is cut off).
+    webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    # The stream of final events the dispatcher reads (`<prefix>notifications`) keeps
+    # about this many entries; an entry a dispatcher took but did not acknowledge (it
+    # died) is taken over by another after this long.
+    notifications_stream_max_len: int = Field(default=100_000, ge=1000)
+    webhook_dispatch_reclaim_seconds: float = Field(default=60.0, gt=0)
+
     # --- Task execution -------------------------------------------------------------
     # Soft limits raise inside the task (we record `timeout`); hard limits kill the
     # child. The broker's visibility timeout must exceed every hard limit, or a long
@@ -325,6 +344,10 @@ class Settings(BaseSettings):
         if self.idempotency_lease_seconds > self.idempotency_ttl_seconds:
             raise ValueError(f"DOCFLOW_IDEMPOTENCY_LEASE_SECONDS ({self.idempotency_lease_seconds}) must not exceed "
                              f"DOCFLOW_IDEMPOTENCY_TTL_SECONDS ({self.idempotency_ttl_seconds})")
+        if self.webhook_retry_backoff_max_seconds >= self.visibility_timeout:
+            raise ValueError(f"DOCFLOW_WEBHOOK_RETRY_BACKOFF_MAX_SECONDS ({self.webhook_retry_backoff_max_seconds:g}) "
+                             f"must stay below DOCFLOW_VISIBILITY_TIMEOUT ({self.visibility_timeout}): a retry "
+                             "waiting longer would be redelivered while it waits")
         if self.reranker == "http" and not self.reranker_url:
             raise ValueError("DOCFLOW_RERANKER=http needs DOCFLOW_RERANKER_URL (the service's /rerank endpoint)")
 

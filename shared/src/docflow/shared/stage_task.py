@@ -92,7 +92,8 @@ class DocflowTask(Task):
 
     @cached_property
     def status(self) -> StatusStore:
-        return StatusStore(self.redis, self.settings.redis_key_prefix, self.settings.events_stream_max_len)
+        return StatusStore(self.redis, self.settings.redis_key_prefix, self.settings.events_stream_max_len,
+                           self.settings.notifications_stream_max_len)
 
     @cached_property
     def dead_letters(self) -> DeadLetterStore:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from docflow.shared.errors import ErrorCode
 from docflow.shared.events import RECORD_FIELDS, EventType, deleted_entry, entry, events_key, events_key_lua
 from docflow.shared.names import KEY_PREFIX
+from docflow.shared.webhooks import notifications_key
 
 # The statuses and their forward order are the pipeline's shape (pipeline_shape); they
 # are imported from here too, beside the records that carry them.
@@ -85,6 +86,8 @@ class DocumentRecord(BaseModel):
 MAX_PREVIOUS_TASK_IDS = 32
 # Entries each tenant's event stream keeps, about (DOCFLOW_EVENTS_STREAM_MAX_LEN's default).
 DEFAULT_EVENTS_MAX_LEN = 10_000
+# Entries the notifications stream keeps, about (DOCFLOW_NOTIFICATIONS_STREAM_MAX_LEN's default).
+DEFAULT_NOTIFICATIONS_MAX_LEN = 100_000
 
 
 def utcnow() -> datetime:
@@ -141,6 +144,18 @@ local function emit(kind, before)
 end
 """
 
+# A final status also goes to the global notifications stream the webhook dispatcher
+# reads (docflow.shared.webhooks), in the same script as the change: only for a tenant
+# with a webhook (its hash exists), so tenants without one cost nothing.
+_NOTIFY_LUA = """
+local function notify(final)
+  local f = redis.call('HMGET', KEYS[1], 'document_id', 'tenant', 'version', 'error', 'updated_at')
+  if redis.call('EXISTS', @PREFIX@ .. 'tenant:' .. f[2] .. ':webhooks') == 0 then return end
+  redis.call('XADD', @NOTIFY_KEY@, 'MAXLEN', '~', @NOTIFY_MAX_LEN@, '*', 'tenant', f[2], 'document_id', f[1],
+             'status', final, 'version', f[3] or '', 'error', f[4] or '', 'timestamp', f[5] or '')
+end
+"""
+
 # KEYS[1] = document hash, KEYS[2] = the in-flight set.  ARGV: version, now, status
 # ('' = keep), progress ('' = keep), then field/value pairs to set.  Returns 1 if
 # applied, 0 if stale/final/backwards.
@@ -168,6 +183,7 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
 local kind = 'progress'
 if ARGV[3] ~= '' and ARGV[3] ~= status then kind = FINAL[ARGV[3]] and ARGV[3] or 'status' end
 emit(kind, before)
+if ARGV[3] ~= '' and FINAL[ARGV[3]] then notify(ARGV[3]) end
 return 1
 """
 
@@ -309,7 +325,8 @@ def _encode(value: Any) -> str:
 
 class StatusStore:
     def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX,
-                 events_max_len: int = DEFAULT_EVENTS_MAX_LEN) -> None:
+                 events_max_len: int = DEFAULT_EVENTS_MAX_LEN,
+                 notifications_max_len: int = DEFAULT_NOTIFICATIONS_MAX_LEN) -> None:
         self.redis = client
         self.prefix = prefix
         self.events_max_len = events_max_len
@@ -323,6 +340,9 @@ class StatusStore:
                                                        for s in sorted(FINAL_STATUSES)) + "}")
                    .replace("@QUEUED@", json.dumps(DocumentStatus.QUEUED.value))
                    .replace("@FAILED@", json.dumps(DocumentStatus.FAILED.value)))
+        prelude += (_NOTIFY_LUA.replace("@PREFIX@", json.dumps(prefix))
+                    .replace("@NOTIFY_KEY@", json.dumps(notifications_key(prefix)))
+                    .replace("@NOTIFY_MAX_LEN@", str(int(notifications_max_len))))
         undone = ", ".join(json.dumps(name) for name in _UNDONE_ON_RESTART)
 
         def script(body: str):
