@@ -77,6 +77,7 @@ from docflow.gateway.uploads import (
 from docflow.shared.errors import TransientError
 from docflow.shared.pipeline_shape import FINAL_STATUSES, DocumentStatus
 from docflow.shared.status import utcnow
+from docflow.shared.webhooks import batch_key, batch_of_key
 
 log = structlog.get_logger(__name__)
 
@@ -245,7 +246,7 @@ class BatchStore:
         self.ttl_seconds = ttl_seconds
 
     def key(self, tenant: str, batch_id: str) -> str:
-        return f"{self.prefix}tenant:{tenant}:batch:{batch_id}"
+        return batch_key(self.prefix, tenant, batch_id)
 
     def begin(self, tenant: str, batch_id: str, files: int) -> None:
         """Create the record (or keep the one a resumed request finds)."""
@@ -257,7 +258,13 @@ class BatchStore:
         pipe.execute()
 
     def add_entry(self, tenant: str, batch_id: str, index: int, entry: dict[str, Any]) -> None:
-        self.redis.hset(self.key(tenant, batch_id), f"entry:{index}", json.dumps(entry))
+        """Record a file's entry; a document's also maps it to its batch, for the webhook
+        dispatcher's `batch.completed` (docflow.shared.webhooks), for as long as the batch."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.key(tenant, batch_id), f"entry:{index}", json.dumps(entry))
+        if entry.get("document_id"):
+            pipe.set(batch_of_key(self.prefix, tenant, entry["document_id"]), batch_id, ex=self.ttl_seconds)
+        pipe.execute()
 
     def read(self, tenant: str, batch_id: str) -> tuple[str, list[dict[str, Any]]] | None:
         """(created_at, the entries in file order), or None: no such batch for this tenant."""

@@ -70,7 +70,8 @@ class Services:
             # before sending: one immediate retry, on a fresh connection, does the same.
             retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
         celery = create_producer(settings)
-        status = StatusStore(client, settings.redis_key_prefix, settings.events_stream_max_len)
+        status = StatusStore(client, settings.redis_key_prefix, settings.events_stream_max_len,
+                             settings.notifications_stream_max_len)
         return cls(
             settings=settings,
             redis=client,

@@ -16,6 +16,7 @@ from docflow.gateway.routers import admin as admin_routes
 from docflow.gateway.routers import batches as batch_routes
 from docflow.gateway.routers import dead_letters
 from docflow.gateway.routers import documents, events, health, search, tasks
+from docflow.gateway.routers import webhooks as webhook_routes
 from docflow.shared.logging import configure_logging
 from docflow.shared.settings import Settings, get_settings
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (documents.router, events.router, search.router, tasks.router, health.router):
         app.include_router(router)
     app.include_router(batch_routes.router)
+    app.include_router(webhook_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(dead_letters.router)
     return app
