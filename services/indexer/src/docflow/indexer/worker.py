@@ -3,6 +3,7 @@
     celery -A docflow.indexer.worker worker -Q docflow.query.index,docflow.index   # documents
     celery -A docflow.indexer.worker worker -Q docflow.query.index                 # query-only
     celery -A docflow.indexer.worker worker -Q docflow.maintenance.index           # maintenance
+    celery -A docflow.indexer.worker worker -Q docflow.webhooks                    # notify (webhooks)
 
 The document worker takes the query queue first, as a fallback for the query-only one
 (`docflow.shared.names.queues_of_role`, which `make run` and the chart start them with).
@@ -16,9 +17,10 @@ before the signal) opens it lazily on first use instead.
 import os
 
 import structlog
+from celery import signals
 
 from docflow.indexer.stores import VectorStore, open_vector_store
-from docflow.shared.names import Stage, Task
+from docflow.shared.names import Queue, Stage, Task
 from docflow.shared.settings import get_settings
 from docflow.shared.worker import create_worker_app
 
@@ -56,9 +58,40 @@ def open_store() -> None:
         log.warning("vector store not opened at process start; will retry on first task", error=str(exc))
 
 
-app = create_worker_app(Stage.INDEX, include=["docflow.indexer.tasks"], on_process_start=open_store)
+app = create_worker_app(Stage.INDEX, include=["docflow.indexer.tasks", "docflow.indexer.webhooks"],
+                        on_process_start=open_store)
 # Maintenance runs on its own queue and worker, with limits of its own: compacting or
 # building a vector index over a big table takes minutes, not the index stage's seconds.
 _settings = get_settings()
 app.conf.task_annotations[Task.MAINTAIN.value] = {"soft_time_limit": _settings.maintain_soft_time_limit,
                                                   "time_limit": _settings.maintain_time_limit}
+
+
+# The notify worker (-Q docflow.webhooks, WorkerRole.NOTIFY) also runs the webhook
+# dispatcher, a thread of its main process started once the pool has forked (a thread
+# running before a fork would leave the children its locks), stopped at shutdown.
+_dispatcher_stop = None
+
+
+def _consumes_webhooks(sender) -> bool:
+    consumer_app = getattr(sender, "app", None)
+    if consumer_app is not app:
+        return False
+    return Queue.WEBHOOKS.value in app.amqp.queues.consume_from
+
+
+@signals.worker_ready.connect(weak=False)
+def _start_dispatcher(sender=None, **_kwargs) -> None:
+    global _dispatcher_stop
+    if not _consumes_webhooks(sender) or _dispatcher_stop is not None:
+        return
+    from docflow.indexer import webhooks
+
+    webhooks.zero_series()
+    _, _dispatcher_stop = webhooks.start_dispatcher(app, get_settings())
+
+
+@signals.worker_shutdown.connect(weak=False)
+def _stop_dispatcher(**_kwargs) -> None:
+    if _dispatcher_stop is not None:
+        _dispatcher_stop.set()
