@@ -11,10 +11,14 @@ in the parent process, which then forks the pool. The model is loaded in each po
 process by `load_provider` (worker_process_init), or on first use otherwise.
 """
 
+from functools import cache
+
 from celery import signals
+from celery.worker.control import inspect_command
 
 from docflow.embedder.loaded_provider import load_provider, remember_pool_size
-from docflow.embedder.providers import OnnxModelError, check_model_files
+from docflow.embedder.providers import OnnxModelError, check_model_files, describe
+from docflow.shared.embedding_models import EMBEDDER_INSPECT_COMMAND
 from docflow.shared.names import Stage
 from docflow.shared.settings import get_settings
 from docflow.shared.worker import create_worker_app
@@ -36,3 +40,19 @@ def _refuse_to_start_without_the_model(**_kwargs) -> None:
         check_model_files(get_settings())
     except OnnxModelError as exc:
         raise SystemExit(f"docflow embedder cannot start: {exc}") from exc
+
+
+@cache
+def _described() -> dict[str, object]:
+    return describe(get_settings())
+
+
+@inspect_command(name=EMBEDDER_INSPECT_COMMAND)
+def _embedder_model(state, **_kwargs) -> dict[str, object]:
+    """What this worker embeds with (provider, model, runtime), for GET /v1/admin/workers.
+
+    Answered by the worker's main process from its settings, which its pool processes
+    load the same provider from; nothing is loaded or computed, so it answers at once
+    even while every pool process is busy embedding.
+    """
+    return _described()

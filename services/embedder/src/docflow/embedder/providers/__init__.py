@@ -2,16 +2,17 @@
 
 from docflow.embedder.providers.base import EmbeddingProvider, l2_normalize
 from docflow.embedder.providers.hashing import HashingProvider
-from docflow.embedder.providers.minilm import MiniLMProvider, threads_per_process
+from docflow.embedder.providers.minilm import MODEL_DIMENSIONS, MiniLMProvider, threads_per_process
 from docflow.embedder.providers.minilm_onnx import (
     MODEL_FILE_OF_RUNTIME, MiniLMOnnxProvider, OnnxModelError, check_model_file, default_onnx_dir,
 )
 from docflow.embedder.providers.openai_compatible import OpenAICompatibleProvider
+from docflow.shared.embedding_models import model_identity
 from docflow.shared.settings import Settings
 
 __all__ = ["DEFAULT_BATCH_SIZE", "EmbeddingProvider", "HashingProvider", "MiniLMOnnxProvider", "MiniLMProvider",
            "OnnxModelError", "OpenAICompatibleProvider", "batch_size", "check_model_files", "create_provider",
-           "l2_normalize"]
+           "describe", "l2_normalize"]
 
 # Chunks per model call when DOCFLOW_EMBEDDING_BATCH_SIZE is unset. MiniLM on CPU
 # runs fastest at 8-16 (bench/run.py sweeps it; larger batches only cost activation
@@ -57,3 +58,17 @@ def check_model_files(settings: Settings) -> None:
     if settings.embedder == "minilm" and settings.minilm_runtime in MODEL_FILE_OF_RUNTIME:
         check_model_file(settings.minilm_onnx_dir or default_onnx_dir(),
                          MODEL_FILE_OF_RUNTIME[settings.minilm_runtime])
+
+
+def describe(settings: Settings) -> dict[str, object]:
+    """The configured provider, its model and runtime, from the settings alone (nothing
+    loaded: a worker's main process answers with it, its pool processes hold the model).
+
+    `dimensions` and `model_id` are null for `openai` until a vector was seen: an
+    endpoint's width is only known from its answer.
+    """
+    provider = create_provider(settings, pool_processes=1)
+    dimensions = {"minilm": MODEL_DIMENSIONS, "hash": settings.hash_dimensions}.get(settings.embedder)
+    return {"provider": provider.name, "model": provider.model_name, "runtime": provider.runtime,
+            "dimensions": dimensions,
+            "model_id": model_identity(provider.name, provider.model_name, dimensions) if dimensions else None}

@@ -11,6 +11,7 @@ class EmbeddingProvider(Protocol):
 
     name: str
     runtime: str  # what computes the vectors: torch, onnx, onnx-int8, http, numpy
+    model_name: str  # with `name` and the dimensions, the model's identity (shared.embedding_models)
 
     @property
     def dimensions(self) -> int: ...

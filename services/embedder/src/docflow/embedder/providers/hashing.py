@@ -34,6 +34,7 @@ def tokens(text: str) -> list[str]:
 class HashingProvider:
     name = "hash"
     runtime = "numpy"
+    model_name = "feature-hashing"  # the width is in the identity: 256 and 384 do not mix
 
     def __init__(self, dimensions: int) -> None:
         self._dimensions = dimensions

@@ -22,6 +22,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars break JS
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# The bundled model's name and width: part of its identity (docflow.shared.embedding_models),
+# the same for every runtime.
+MODEL_NAME = "all-MiniLM-L6-v2"
+MODEL_DIMENSIONS = 384
+
+
 def available_cpus() -> int:
     """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota.
 
@@ -46,6 +52,7 @@ def threads_per_process(processes: int) -> int:
 class MiniLMProvider:
     name = "minilm"
     runtime = "torch"
+    model_name = MODEL_NAME
 
     def __init__(self, batch_size: int, threads: int) -> None:
         self.batch_size = batch_size

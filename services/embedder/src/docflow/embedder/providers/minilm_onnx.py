@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from docflow.embedder.providers.base import l2_normalize
+from docflow.embedder.providers.minilm import MODEL_NAME
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model-int8.onnx"
@@ -88,6 +89,7 @@ def verified(directory: Path) -> bool:
 
 class MiniLMOnnxProvider:
     name = "minilm"
+    model_name = MODEL_NAME
 
     def __init__(self, runtime: str, model_dir: Path, batch_size: int, threads: int) -> None:
         if runtime not in MODEL_FILE_OF_RUNTIME:

@@ -31,6 +31,7 @@ class OpenAICompatibleProvider:
                  batch_size: int) -> None:
         self.url = base_url.rstrip("/") + "/embeddings"
         self.model = model
+        self.model_name = model
         self.batch_size = batch_size
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout_seconds

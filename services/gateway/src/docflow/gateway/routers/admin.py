@@ -4,7 +4,9 @@ running, and who is consuming. Admin keys only (DOCFLOW_ADMIN_API_KEYS).
 Queue numbers come from Redis as KEDA and kombu see them (docflow.shared.queue_stats);
 workers answer a Celery broadcast (`inspect`), which waits a short, fixed time for
 replies: a worker busy in a long task still answers (its main process does), one
-that does not answer within the timeout is not listed.
+that does not answer within the timeout is not listed. Embedder workers are also asked
+what they embed with (their own remote-control command, answered from their settings by
+the main process): one more broadcast, to them only, bounded by the same timeout.
 """
 
 from datetime import UTC, datetime
@@ -17,7 +19,8 @@ from pydantic import BaseModel, Field
 from docflow.gateway.auth import AdminKey
 from docflow.gateway.dependencies import Services, ServicesDep
 from docflow.shared.deadletters import DeadLetterStore
-from docflow.shared.names import STAGE_OF_QUEUE
+from docflow.shared.embedding_models import EMBEDDER_INSPECT_COMMAND
+from docflow.shared.names import STAGE_OF_QUEUE, Stage
 from docflow.shared.queue_stats import read_queue_stats
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminKey])
@@ -48,6 +51,15 @@ class ActiveTask(BaseModel):
     started_at: datetime | None = None
 
 
+class EmbedderState(BaseModel):
+    provider: str = Field(description="DOCFLOW_EMBEDDER: minilm, openai or hash")
+    model: str = Field(description="The model's name, e.g. all-MiniLM-L6-v2")
+    runtime: str = Field(description="What computes the vectors: torch, onnx, onnx-int8 (minilm), http, numpy")
+    dimensions: int | None = Field(default=None, description="Vector width; null for openai (known from its answers)")
+    model_id: str | None = Field(
+        default=None, description="The model's identity documents and tables record (provider:model:dimensions)")
+
+
 class WorkerState(BaseModel):
     name: str
     queues: list[str]
@@ -55,6 +67,9 @@ class WorkerState(BaseModel):
     concurrency: int | None = Field(description="Pool processes (None if the worker did not say)")
     active_tasks: int
     active: list[ActiveTask]
+    embedder: EmbedderState | None = Field(
+        default=None, description="An embedder worker's provider, model and runtime; null for other stages (or an "
+                                  "embedder that did not answer in time)")
 
 
 class WorkersReport(BaseModel):
@@ -97,6 +112,7 @@ def _workers_report(services: Services) -> WorkersReport:
     stats = inspect.stats() or {}
     active = services.celery.control.inspect(destination=names, timeout=INSPECT_TIMEOUT_SECONDS,
                                              limit=len(names)).active() or {}
+    embedders = _embedders(services.celery, [name for name in names if Stage.EMBED.value in _stages(consumed[name])])
     workers = []
     for name in names:
         pool = (stats.get(name) or {}).get("pool") or {}
@@ -104,11 +120,32 @@ def _workers_report(services: Services) -> WorkersReport:
         running = [_active_task(info) for info in active.get(name) or []]
         workers.append(WorkerState(
             name=name, queues=consumed[name],
-            stages=sorted({STAGE_OF_QUEUE[q].value for q in consumed[name] if q in STAGE_OF_QUEUE}),
+            stages=_stages(consumed[name]),
             concurrency=concurrency if isinstance(concurrency, int) else None,
-            active_tasks=len(running), active=running,
+            active_tasks=len(running), active=running, embedder=embedders.get(name),
         ))
     return WorkersReport(workers=workers)
+
+
+def _stages(queues: list[str]) -> list[str]:
+    return sorted({STAGE_OF_QUEUE[q].value for q in queues if q in STAGE_OF_QUEUE})
+
+
+def _embedders(celery: Celery, names: list[str]) -> dict[str, EmbedderState]:
+    """What each embedder worker embeds with. Only embedders are asked: another worker
+    does not know the command (it would log an error for each call)."""
+    if not names:
+        return {}
+    replies = celery.control.broadcast(EMBEDDER_INSPECT_COMMAND, destination=names, reply=True,
+                                       timeout=INSPECT_TIMEOUT_SECONDS, limit=len(names)) or []
+    found = {}
+    for reply in replies:
+        for name, answer in (reply or {}).items():
+            try:
+                found[name] = EmbedderState.model_validate(answer)
+            except ValueError:  # an older worker without the command answers {"error": ...}
+                pass
+    return found
 
 
 # Plain functions: FastAPI runs them in its thread pool, as the broadcasts block.
