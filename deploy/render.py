@@ -210,8 +210,8 @@ _DOCUMENTED_AS_A_WHOLE = {
     "redis.resources",
     *(f"{s}.resources" for s in ("gateway", "extractor", "embedder", "indexer")),
     *(f"{s}.autoscaling.behavior" for s in ("extractor", "embedder", "indexer")),
-    # The query-only and maintenance workers' blocks (docflow.shared.names.WorkerRole).
-    *(f"{s}.resources" for s in ("embedder.query", "indexer.query", "indexer.maintenance")),
+    # The query-only, maintenance and notify workers' blocks (docflow.shared.names.WorkerRole).
+    *(f"{s}.resources" for s in ("embedder.query", "indexer.query", "indexer.maintenance", "indexer.notify")),
     *(f"{s}.autoscaling.behavior" for s in ("embedder.query", "indexer.query")),
     "indexer.maintenance.strategy",
 }

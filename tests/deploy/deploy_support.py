@@ -15,10 +15,12 @@ SHARED = REPO.parent / "shared"
 WORKERS = ("extractor", "embedder", "indexer")
 SERVICES = ("gateway", *WORKERS)
 # The other worker Deployments, `<service>-<role>` (docflow.shared.names.WorkerRole):
-# query-only workers (autoscaled on their query queue) and the maintenance worker.
+# query-only workers (autoscaled on their query queue), the maintenance worker and the
+# notify worker (webhook deliveries).
 QUERY_WORKERS = ("embedder-query", "indexer-query")
 MAINTENANCE_WORKERS = ("indexer-maintenance",)
-ALL_WORKERS = (*WORKERS, *QUERY_WORKERS, *MAINTENANCE_WORKERS)
+NOTIFY_WORKERS = ("indexer-notify",)
+ALL_WORKERS = (*WORKERS, *QUERY_WORKERS, *MAINTENANCE_WORKERS, *NOTIFY_WORKERS)
 AUTOSCALED_WORKERS = (*WORKERS, *QUERY_WORKERS)
 
 # Value sets the chart must render, validate and pass checkov with.

@@ -3,7 +3,7 @@ One Celery worker stage: Deployment, its autoscaler (KEDA ScaledObject on the st
 Redis list, or a CPU HPA without KEDA), PodDisruptionBudget, PodMonitor and
 NetworkPolicy. Each worker's own template file calls this with
 (dict "root" $ "service" "extractor" "env" <extra env entries as YAML>), and once more
-per extra role with "role" "query" or "role" "maintenance": a worker of that service
+per extra role with "role" "query", "maintenance" or "notify": a worker of that service
 on that role's queue only, its values the service's with `<service>.<role>`'s keys instead
 (docflow.shared.names.WorkerRole / queues_of_role).
 */}}
@@ -22,11 +22,11 @@ worker restarts): kombu takes the first non-empty list, then rotates it to the b
 {{- /* Whole top-level keys: the role's win, the rest come from the service (no deep
 merge: sprig's merges take a `false` for "unset"). */}}
 {{- $values = deepCopy (index $base $role) }}
-{{- range $key, $value := omit $base "query" "maintenance" }}
+{{- range $key, $value := omit $base "query" "maintenance" "notify" }}
 {{- if not (hasKey $values $key) }}{{- $_ := set $values $key $value }}{{- end }}
 {{- end }}
 {{- $component = printf "%s-%s" $service $role }}
-{{- $queues = list (ternary $base.queryQueue $base.maintenanceQueue (eq $role "query")) }}
+{{- $queues = list (get (dict "query" $base.queryQueue "maintenance" $base.maintenanceQueue "notify" $base.notifyQueue) $role) }}
 {{- end }}
 {{- $fullname := printf "%s-%s" (include "docflow.fullname" $root) $component }}
 {{- $labels := include "docflow.labels" (dict "root" $root "component" $component) }}
