@@ -238,6 +238,9 @@ def test_backoff_is_exponential_with_full_jitter_and_capped(settings):
         cap = min(settings.webhook_retry_backoff_max_seconds, settings.webhook_retry_backoff_seconds * 2 ** retries)
         assert all(0 <= w <= cap for w in waits) and max(waits) > cap * 0.8
         assert len(set(waits)) > 150  # jitter
+    short = settings.model_copy(update={"visibility_timeout": 50, "webhook_retry_backoff_max_seconds": 900,
+                                        "webhook_retry_backoff_seconds": 10})
+    assert max(backoff_seconds(short, 10) for _ in range(200)) <= 25, "never past half the visibility timeout"
 
 
 def test_the_signature_is_standard_webhooks():

@@ -222,8 +222,9 @@ class Settings(BaseSettings):
     webhook_max_per_tenant: int = Field(default=10, ge=1, le=1000)
     # Tries of one delivery before it is dead-lettered (the first one included). Try n+1
     # waits a random time up to webhook_retry_backoff_seconds * 2**(n-1) ("full jitter"),
-    # at most webhook_retry_backoff_max_seconds, which must stay below the visibility
-    # timeout (a retry waits for its time in the worker that took it, unacked).
+    # at most webhook_retry_backoff_max_seconds, and at most half the visibility timeout
+    # whatever this says (a retry waits for its time in the worker that took it, unacked:
+    # longer, and the broker would hand it out again meanwhile).
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_retry_backoff_seconds: float = Field(default=10.0, gt=0)
     webhook_retry_backoff_max_seconds: float = Field(default=900.0, gt=0)
@@ -344,10 +345,6 @@ class Settings(BaseSettings):
         if self.idempotency_lease_seconds > self.idempotency_ttl_seconds:
             raise ValueError(f"DOCFLOW_IDEMPOTENCY_LEASE_SECONDS ({self.idempotency_lease_seconds}) must not exceed "
                              f"DOCFLOW_IDEMPOTENCY_TTL_SECONDS ({self.idempotency_ttl_seconds})")
-        if self.webhook_retry_backoff_max_seconds >= self.visibility_timeout:
-            raise ValueError(f"DOCFLOW_WEBHOOK_RETRY_BACKOFF_MAX_SECONDS ({self.webhook_retry_backoff_max_seconds:g}) "
-                             f"must stay below DOCFLOW_VISIBILITY_TIMEOUT ({self.visibility_timeout}): a retry "
-                             "waiting longer would be redelivered while it waits")
         if self.reranker == "http" and not self.reranker_url:
             raise ValueError("DOCFLOW_RERANKER=http needs DOCFLOW_RERANKER_URL (the service's /rerank endpoint)")
 

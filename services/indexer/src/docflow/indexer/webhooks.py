@@ -83,8 +83,11 @@ OUTCOMES = ("delivered", "retried", "dead_lettered", "refused", "dropped")
 
 
 def backoff_seconds(settings: Settings, retries: int) -> float:
-    """How long try `retries + 2` waits: full jitter up to base * 2**retries, capped."""
-    cap = min(settings.webhook_retry_backoff_max_seconds, settings.webhook_retry_backoff_seconds * 2 ** retries)
+    """How long try `retries + 2` waits: full jitter up to base * 2**retries, capped by
+    the setting and by half the visibility timeout (a retry waits unacked in the worker
+    that took it; were it held longer, the broker would deliver it again meanwhile)."""
+    cap = min(settings.webhook_retry_backoff_max_seconds, settings.visibility_timeout / 2,
+              settings.webhook_retry_backoff_seconds * 2 ** retries)
     return random.uniform(0, cap)
 
 
