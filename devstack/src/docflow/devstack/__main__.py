@@ -56,8 +56,8 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    print("Starting docflow: redis, extractor, embedder (+ query), indexer (+ query, maintenance), gateway ...",
-          flush=True)
+    print("Starting docflow: redis, extractor, embedder (+ query), indexer (+ query, maintenance, notify), "
+          "gateway ...", flush=True)
     stack.start()
     api_key = env.get("DOCFLOW_API_KEYS", DEV_API_KEYS).split(",")[0].split("=")[0]
     worker_metrics = "".join(f"\n            {stack.metrics_url(stage)}   ({SERVICE_OF_STAGE[stage]})"

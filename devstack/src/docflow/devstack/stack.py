@@ -2,7 +2,8 @@
 
 Each stage runs its document worker; the embedder and the indexer also run a
 query-only worker (searches never wait for a document task), and the indexer a
-maintenance worker (Queue.MAINTENANCE, one run at a time), as the chart does.
+maintenance worker (Queue.MAINTENANCE, one run at a time) and a notify worker
+(Queue.WEBHOOKS: webhook deliveries and their dispatcher), as the chart does.
 
 `make run` starts it in the foreground; the end-to-end tests start the very same
 stack, so what the tests prove is what a user runs.
@@ -171,7 +172,7 @@ class LocalStack:
         return process
 
     def side_roles(self) -> list[tuple[Stage, WorkerRole]]:
-        """The query-only and maintenance workers this stack runs."""
+        """The query-only, maintenance and notify workers this stack runs."""
         return [(stage, role) for stage in Stage for role in roles_of_stage(stage) if role is not WorkerRole.DOCUMENT]
 
     def start_side_worker(self, stage: Stage, role: WorkerRole) -> Process:
