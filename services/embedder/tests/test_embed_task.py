@@ -78,7 +78,10 @@ def test_embeds_chunks_into_a_matrix_in_storage_and_passes_only_keys_on(
     result = embed_document.apply(args=[msg.model_dump()]).get()
 
     returned = PipelineMessage.model_validate(result)
-    assert returned == msg.model_copy(update={"embeddings_key": msg.key("embeddings.npy")})
+    # The model travels with the vectors' key: the indexer checks it against the index's.
+    assert returned == msg.model_copy(update={"embeddings_key": msg.key("embeddings.npy"),
+                                              "embedding_model": "hash:feature-hashing:64",
+                                              "embedding_runtime": "numpy"})
     assert set(result) == set(PipelineMessage.model_fields)  # identifiers and keys, no vectors
 
     matrix = matrix_from_npy(storage.get(returned.embeddings_key))
@@ -144,11 +147,14 @@ def test_an_unreachable_embeddings_service_fails_the_document_and_dead_letters_i
     assert letter.args == [msg.model_dump()]  # replayable as is
 
 
-def test_embed_query_returns_one_plain_vector(pipeline_env):
-    vector = embed_query.apply(args=["late payment fee"]).get()
+def test_embed_query_returns_one_plain_vector_and_its_model(pipeline_env):
+    answer = embed_query.apply(args=["late payment fee"]).get()
+    assert answer.keys() == {"vector", "model_id", "runtime"}
+    vector = answer["vector"]
     assert isinstance(vector, list) and len(vector) == 64
     assert all(isinstance(x, float) for x in vector)
     assert vector == HashingProvider(64).embed(["late payment fee"])[0].tolist()
+    assert (answer["model_id"], answer["runtime"]) == ("hash:feature-hashing:64", "numpy")
 
 
 def test_a_failing_query_is_neither_retried_nor_dead_lettered(configure_embedder, fake_embeddings_api,

@@ -86,7 +86,10 @@ def test_a_prefork_worker_embeds_documents_and_queries_with_minilm(
 
     matrix = matrix_from_npy(storage.get(done["embeddings_key"]))
     assert matrix.shape == (3, 384)
-    assert int(np.argmax(matrix @ np.asarray(query, dtype=np.float32))) == 1
+    assert int(np.argmax(matrix @ np.asarray(query["vector"], dtype=np.float32))) == 1
+    # The default runtime; the model is the same whichever runtime computed it.
+    assert (done["embedding_model"], done["embedding_runtime"]) == ("minilm:all-MiniLM-L6-v2:384", "onnx-int8")
+    assert (query["model_id"], query["runtime"]) == ("minilm:all-MiniLM-L6-v2:384", "onnx-int8")
     record = status.get("doc-w")
     assert record.status is DocumentStatus.EMBEDDING and record.progress == 80
 

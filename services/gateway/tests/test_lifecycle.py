@@ -77,8 +77,13 @@ def test_cancel_of_a_completed_document_is_409(gateway, redis_client):
 
 def test_record_shows_what_the_stages_wrote(gateway, redis_client):
     document_id = gateway.accepted()["document_id"]
-    StatusStore(redis_client).complete(document_id, 1, pages=3, chunks=7, vectors=7)
+    before = gateway.get(f"/v1/documents/{document_id}").json()
+    assert (before["embedding_model"], before["embedding_runtime"]) == (None, None)
+    StatusStore(redis_client).complete(document_id, 1, pages=3, chunks=7, vectors=7,
+                                       embedding_model="minilm:all-MiniLM-L6-v2:384", embedding_runtime="onnx-int8")
     record = gateway.get(f"/v1/documents/{document_id}").json()
     assert (record["status"], record["progress"]) == ("completed", 100)
     assert (record["pages"], record["chunks"], record["vectors"]) == (3, 7, 7)
     assert record["completed_at"] is not None
+    # The model its vectors come from (a tenant's index holds one) and what computed them.
+    assert (record["embedding_model"], record["embedding_runtime"]) == ("minilm:all-MiniLM-L6-v2:384", "onnx-int8")

@@ -20,6 +20,7 @@ from celery.contrib.testing.worker import start_worker
 from structlog.testing import capture_logs
 
 from docflow.shared.celery_app import create_celery_app
+from docflow.shared.embedding_models import EmbeddingModelMismatch, mismatch_message
 from docflow.shared.names import Stage, Task, queues_of_stage
 from docflow.gateway.reranker import RERANKS
 from docflow.shared.search import UnsupportedSearchMode
@@ -65,6 +66,11 @@ def stub_workers(settings):
                           "/home/runner/work/lance/lance/rust/lance-table/src/io/commit.rs:735:17")
         if query["text"] == "unsupported":
             raise UnsupportedSearchMode("the configured vector store, pinecone, cannot serve keyword search")
+        if query["text"] == "other model":
+            # What the indexer raises (stores/lancedb.py) when the index holds another model.
+            raise EmbeddingModelMismatch(mismatch_message("minilm:all-MiniLM-L6-v2:384",
+                                                          "openai:text-embedding-3-small:1536",
+                                                          query["tenant"], "the query"))
         return stub.hits_by_tenant.get(query["tenant"], [])[:query["limit"]]
 
     @app.task(name=Task.UPDATE_METADATA.value, shared=False)
@@ -205,6 +211,15 @@ def test_a_mode_the_indexer_refuses_is_400(gateway, stub_workers):
     response = gateway.post("/v1/search", json={"query": "unsupported", "mode": "keyword"})
     assert response.status_code == 400, response.text
     assert "pinecone" in response.json()["detail"]
+
+
+def test_a_query_of_another_model_than_the_tenants_index_is_409_naming_both(gateway, stub_workers):
+    response = gateway.post("/v1/search", json={"query": "other model"})
+    assert response.status_code == 409, response.text
+    detail = response.json()["detail"]
+    assert "minilm:all-MiniLM-L6-v2:384" in detail and "openai:text-embedding-3-small:1536" in detail
+    assert "re-embed" in detail.lower() and "tenant-a" in detail
+    assert not detail.startswith("embedding_model_mismatch")  # the reason, without its code
 
 
 # --- PATCH /v1/documents/{id}: metadata without re-embedding ------------------------

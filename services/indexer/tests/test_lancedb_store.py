@@ -8,6 +8,7 @@ import pytest
 
 from docflow.indexer.stores.lancedb import LanceDBStore, sql_string
 from docflow.indexer.stores import VectorRecord, open_vector_store
+from docflow.shared.embedding_models import EmbeddingModelMismatch
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
 from docflow.shared.messages import Chunk
 from docflow.shared.settings import Settings
@@ -189,3 +190,27 @@ def test_health_counts_the_versions_lancedb_lists(store, tmp_path):
     table.optimize(cleanup_older_than=timedelta(0))
     table = lancedb.connect(str(tmp_path / "lancedb")).open_table("tenant_acme")
     assert store.health("acme")["versions"] == len(table.list_versions()) < kept
+
+
+def test_a_table_records_its_model_and_refuses_another(store, tmp_path):
+    store.upsert("acme", records("doc1", 1, [[1, 0]]), embedding_model="m:a:2")
+    with pytest.raises(EmbeddingModelMismatch, match="'m:b:2'.*'m:a:2'"):
+        store.upsert("acme", records("doc2", 1, [[0, 1]]), embedding_model="m:b:2")
+    with pytest.raises(EmbeddingModelMismatch):
+        store.search("acme", [1, 0], 3, embedding_model="m:b:2")
+    assert [hit.document_id for hit in store.search("acme", [1, 0], 3, embedding_model="m:a:2")] == ["doc1"]
+    store.maintain("acme", retention_seconds=0, vector_index_min_rows=10**6)  # compaction keeps it
+    # Another process sees it, from the table alone.
+    assert LanceDBStore(store.uri).embedding_model("acme") == "m:a:2"
+    assert LanceDBStore(store.uri).embedding_model("nobody") is None
+
+
+def test_a_table_from_before_models_were_recorded_adopts_the_first_model_written(store):
+    store.upsert("acme", records("doc1", 1, [[1, 0]]))  # no model: an older indexer wrote it
+    assert store.embedding_model("acme") is None
+    assert store.search("acme", [1, 0], 3, embedding_model="m:b:2")  # unknown: not refused
+    other = LanceDBStore(store.uri)
+    other.upsert("acme", records("doc2", 1, [[0, 1]]), embedding_model="m:a:2")
+    assert store.embedding_model("acme") == "m:a:2"  # the first handle sees the adoption
+    with pytest.raises(EmbeddingModelMismatch):
+        store.upsert("acme", records("doc3", 1, [[0, 1]]), embedding_model="m:b:2")

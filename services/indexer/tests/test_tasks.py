@@ -311,3 +311,69 @@ def test_results_are_stored_in_one_round_trip():
     from docflow.shared.celery_app import WorkerResultBackend
 
     assert type(worker.app.backend) is WorkerResultBackend
+
+
+# --- One embedding model per tenant index ------------------------------------------
+
+MODEL_A, MODEL_B = "minilm:all-MiniLM-L6-v2:8", "openai:text-embedding-3-small:8"  # same width
+
+
+def embedded_with(message: dict, model: str, runtime: str) -> dict:
+    return {**message, "embedding_model": model, "embedding_runtime": runtime}
+
+
+def test_a_document_of_another_model_than_the_tenants_index_is_refused(env, status, storage, vectors,
+                                                                        redis_client):
+    first = create_document(status)
+    index_document.apply(args=[embedded_with(put_artifacts(storage, first, 1, ["a", "b"]), MODEL_A, "onnx-int8")]).get()
+    record = status.get(first)
+    assert (record.embedding_model, record.embedding_runtime) == (MODEL_A, "onnx-int8")
+    assert vectors.embedding_model(TENANT) == MODEL_A  # recorded by the table itself
+
+    other = create_document(status)
+    result = index_document.apply(args=[embedded_with(put_artifacts(storage, other, 1, ["c"]), MODEL_B, "http")])
+
+    assert result.state == "FAILURE"
+    record = status.get(other)
+    assert record.status is DocumentStatus.FAILED and record.error.code is ErrorCode.EMBEDDING_MODEL_MISMATCH
+    assert MODEL_A in record.error.message and MODEL_B in record.error.message
+    assert "re-embed" in record.error.message.lower()
+    assert vectors.count(TENANT, other) == 0
+    assert DeadLetterStore(redis_client).count() == 0  # permanent: a retry embeds with the same model
+
+    # The same model from another runtime (torch on a GPU, say) shares the index.
+    same = create_document(status)
+    index_document.apply(args=[embedded_with(put_artifacts(storage, same, 1, ["d"]), MODEL_A, "torch")]).get()
+    assert status.get(same).status is DocumentStatus.COMPLETED
+    assert status.get(same).embedding_runtime == "torch"
+    assert vectors.count(TENANT, same) == 1
+    # Another tenant's index is its own: it takes the other model.
+    globex = {**embedded_with(put_artifacts(storage, create_document(status), 1, ["e"]), MODEL_B, "http"),
+              "tenant": "globex"}
+    assert index_document.apply(args=[globex]).get()["vectors"] == 1
+    assert vectors.embedding_model("globex") == MODEL_B
+
+
+def test_a_query_of_another_model_than_the_tenants_index_is_refused(env, status, storage):
+    document_id = create_document(status)
+    message = embedded_with(put_artifacts(storage, document_id, 1, ["alpha", "beta"]), MODEL_A, "onnx-int8")
+    index_document.apply(args=[message]).get()
+    vector = load_matrix(storage, message)[1].tolist()
+
+    refused = search.apply(args=[{"vector": vector, "model_id": MODEL_B, "runtime": "http"},
+                                 vector_query(TENANT, 2)])
+    assert refused.state == "FAILURE"
+    assert type(refused.result).__name__ == "EmbeddingModelMismatch"
+    assert MODEL_A in str(refused.result) and MODEL_B in str(refused.result)
+    hybrid = {**vector_query(TENANT, 2), "text": "beta", "mode": "hybrid"}
+    assert search.apply(args=[{"vector": vector, "model_id": MODEL_B}, hybrid]).state == "FAILURE"
+
+    # The index's own model, from any runtime; keyword search has no vector to check; a
+    # bare vector (an embedder from before models were recorded) is not checked.
+    for runtime in ("onnx-int8", "torch"):
+        hits = search.apply(args=[{"vector": vector, "model_id": MODEL_A, "runtime": runtime},
+                                  vector_query(TENANT, 1)]).get()
+        assert [hit["text"] for hit in hits] == ["beta"]
+    keyword = {**vector_query(TENANT, 2), "text": "beta", "mode": "keyword"}
+    assert [hit["text"] for hit in search.apply(args=[None, keyword]).get()] == ["beta"]
+    assert [hit["text"] for hit in search.apply(args=[vector, vector_query(TENANT, 1)]).get()] == ["beta"]

@@ -16,7 +16,11 @@ the embedder to a GPU with the torch runtime) needs no re-embedding. A different
 provider, model or dimension does.
 """
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
+
+from docflow.shared.errors import ErrorCode, PermanentError
 
 
 def model_identity(provider: str, model: str, dimensions: int) -> str:
@@ -45,6 +49,46 @@ def mismatch_message(table_model: str, other_model: str, tenant: str, what: str)
             f"model {table_model!r}; vectors of different models cannot be mixed in one index. Re-embed the "
             f"tenant's documents with the new model (reprocess them into a fresh index), or set the embedder "
             f"back to {table_model!r}")
+
+
+class EmbeddingModelMismatch(PermanentError):
+    """An index write or a search that would mix two models in a tenant's index.
+
+    At index time it fails the document (permanent: a retry embeds with the same model);
+    raised by the search task, Celery carries its type back to the gateway, which
+    answers 409.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.EMBEDDING_MODEL_MISMATCH, message)
+
+    def __reduce__(self):
+        return (type(self), (self.message,))
+
+
+def check_same_model(table_model: str | None, other_model: str | None, tenant: str, what: str) -> None:
+    """Refuse `other_model` in an index holding `table_model`. Either unknown (an index
+    made, or a vector embedded, before models were recorded) is let through."""
+    if table_model and other_model and table_model != other_model:
+        raise EmbeddingModelMismatch(mismatch_message(table_model, other_model, tenant, what))
+
+
+class QueryVector(BaseModel):
+    """What the embedder's query task returns: the vector and the model that made it."""
+
+    vector: list[float]
+    model_id: str | None = None
+    runtime: str | None = None
+
+    @classmethod
+    def of(cls, value: Any) -> "QueryVector | None":
+        """The search task's first argument: this form, a bare vector (an embedder from
+        before models were recorded: not checked), or None (keyword search)."""
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return cls.model_validate(value)
+        return cls(vector=list(value))
 
 
 # The remote-control command an embedder worker answers with its provider, model and

@@ -39,6 +39,10 @@ class ErrorCode(StrEnum):
     URL_HTTP_ERROR = "url_http_error"
     URL_TOO_LARGE = "url_too_large"
     URL_TIMEOUT = "url_timeout"
+    # The document was embedded with another model than the one its tenant's index holds
+    # (docflow.shared.embedding_models): vectors of two models are never mixed in one
+    # index; the tenant must be re-embedded (or the embedder set back) first.
+    EMBEDDING_MODEL_MISMATCH = "embedding_model_mismatch"
 
 
 class PipelineError(Exception):

@@ -25,6 +25,11 @@ class PipelineMessage(BaseModel):
     original_key: str
     chunks_key: str | None = None
     embeddings_key: str | None = None
+    # Set by the embedder with `embeddings_key`: the model the vectors come from
+    # (docflow.shared.embedding_models: provider:model:dimensions) and how it ran
+    # (torch, onnx, onnx-int8, ...). The indexer refuses a model other than its index's.
+    embedding_model: str | None = None
+    embedding_runtime: str | None = None
 
     @property
     def version_prefix(self) -> str:

@@ -80,6 +80,11 @@ class DocumentRecord(BaseModel):
     # A document submitted as a URL (POST /v1/documents with {"url"}): where the extractor
     # fetches it from. Null for an upload.
     source_url: str | None = None
+    # The model the served version's vectors come from (docflow.shared.embedding_models:
+    # provider:model:dimensions) and the runtime that computed them, written when a
+    # version completes; null before, or for a document completed before they were recorded.
+    embedding_model: str | None = None
+    embedding_runtime: str | None = None
 
 
 # How many earlier task ids a record remembers; older ones' owners expire on their own.

@@ -10,6 +10,7 @@ from docflow.embedder import providers
 from docflow.embedder.loaded_provider import embedding_slot, fit_threads, get_provider
 from docflow.embedder.worker import app
 from docflow.shared import artifacts, metrics
+from docflow.shared.embedding_models import QueryVector, model_identity
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Task
@@ -64,8 +65,11 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
     key = msg.key(artifacts.EMBEDDINGS)
     if not self.store_artifacts(msg, {key: artifacts.dump_embeddings(matrix)}):
         raise Ignore()  # deleted or reprocessed meanwhile: nothing of it written
-    log.info("document embedded", chunks=len(texts), dimensions=matrix.shape[1], provider=provider.name)
-    return msg.model_copy(update={"embeddings_key": key}).model_dump()
+    model = model_identity(provider.name, provider.model_name, matrix.shape[1])
+    log.info("document embedded", chunks=len(texts), dimensions=matrix.shape[1], provider=provider.name,
+             model=model, runtime=provider.runtime)
+    return msg.model_copy(update={"embeddings_key": key, "embedding_model": model,
+                                  "embedding_runtime": provider.runtime}).model_dump()
 
 
 def _stop_if_superseded(task: StageTask, msg: PipelineMessage) -> None:
@@ -79,5 +83,10 @@ def _stop_if_superseded(task: StageTask, msg: PipelineMessage) -> None:
 # the failure at once.
 @app.task(base=DocflowTask, name=Task.EMBED_QUERY.value, bind=True, autoretry_for=(),
           dead_letter_on_failure=False)
-def embed_query(self: DocflowTask, query: str) -> list[float]:
-    return get_provider().embed([query])[0].tolist()
+def embed_query(self: DocflowTask, query: str) -> dict[str, Any]:
+    """The query's vector and the model that made it (shared.embedding_models.QueryVector):
+    the indexer refuses to search a tenant's index of another model with it."""
+    provider = get_provider()
+    vector = provider.embed([query])[0]
+    return QueryVector(vector=vector.tolist(), model_id=model_identity(provider.name, provider.model_name, len(vector)),
+                       runtime=provider.runtime).model_dump()

@@ -19,6 +19,7 @@ from docflow.gateway.schemas import StageState
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Stage, Task
 from docflow.shared.pipeline_shape import DOCUMENT_PIPELINE
+from docflow.shared.embedding_models import EmbeddingModelMismatch
 from docflow.shared.search import SearchQuery, UnsupportedSearchMode
 
 log = structlog.get_logger(__name__)
@@ -40,6 +41,10 @@ class SearchFailed(Exception):
 
 class SearchModeUnsupported(SearchFailed):
     """The indexer's vector store cannot serve the requested mode (the caller's fault: 400)."""
+
+
+class SearchModelMismatch(SearchFailed):
+    """The query was embedded with another model than the tenant's index holds (409)."""
 
 
 def new_task_id() -> str:
@@ -173,6 +178,8 @@ def _wait_for_chain(result: AsyncResult, steps: list[tuple[str, AsyncResult]], t
             if state in states.PROPAGATE_STATES:
                 if state == states.FAILURE and _failed_with(step.result, UnsupportedSearchMode):
                     raise SearchModeUnsupported(_reason(step.result))
+                if state == states.FAILURE and _failed_with(step.result, EmbeddingModelMismatch):
+                    raise SearchModelMismatch(_reason(step.result))
                 raise SearchFailed(_describe_failure(task_name, step, state))
         if result.state == states.SUCCESS:
             return result.result

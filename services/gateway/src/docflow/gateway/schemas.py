@@ -62,6 +62,12 @@ class Document(BaseModel):
         default=None, description="The version search serves: the last one that completed (a cancelled or "
                                   "failed reprocess leaves the one before it in place); null if none did")
     served_vectors: int | None = Field(default=None, description="That version's vectors")
+    embedding_model: str | None = Field(
+        default=None, description="The model that version's vectors come from, provider:model:dimensions (e.g. "
+                                  "minilm:all-MiniLM-L6-v2:384); a tenant's index holds one model")
+    embedding_runtime: str | None = Field(
+        default=None, description="What computed them: torch, onnx or onnx-int8 for minilm, http, numpy (runtimes of "
+                                  "one model mix in an index: they agree within the quality gate)")
     task_id: str | None
     created_at: datetime
     updated_at: datetime

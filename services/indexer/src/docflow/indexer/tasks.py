@@ -14,6 +14,7 @@ from docflow.indexer.stores import NO_ATTRIBUTES, DocumentAttributes, SearchHit,
 from docflow.indexer.stores.base import filterable_metadata
 from docflow.indexer.worker import app, get_store
 from docflow.shared import artifacts, metrics
+from docflow.shared.embedding_models import QueryVector
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.highlights import highlights
 from docflow.shared.messages import Chunk, PipelineMessage
@@ -99,7 +100,8 @@ def index_document(self: StageTask, message: dict) -> dict:
     fresh = attempt == 1
     batch_size = self.settings.upsert_batch_size
     for start in range(0, total, batch_size):
-        done = store.upsert(msg.tenant, records[start:start + batch_size], fresh=fresh) + start
+        done = store.upsert(msg.tenant, records[start:start + batch_size], fresh=fresh,
+                            embedding_model=msg.embedding_model) + start
         metrics.VECTORS_UPSERTED.labels(self.settings.vector_store).inc(done - start)
         if done < total:  # the last batch's progress (100) comes with `complete`
             self.report(msg, done, total)
@@ -113,7 +115,8 @@ def index_document(self: StageTask, message: dict) -> dict:
     # Version 1 has no older versions to drop, so it completes at once: `complete`
     # applies only while the version is current and the document not final, and only
     # when it refuses is the record read to tell a twin's completion from staleness.
-    if msg.version == 1 and self.status.complete(msg.document_id, msg.version, vectors=total):
+    model = {"embedding_model": msg.embedding_model, "embedding_runtime": msg.embedding_runtime}
+    if msg.version == 1 and self.status.complete(msg.document_id, msg.version, vectors=total, **model):
         _count_completed(self, msg)
     elif keeps_vectors(self.status.get(msg.document_id), msg.version):
         if msg.version > 1:
@@ -122,7 +125,7 @@ def index_document(self: StageTask, message: dict) -> dict:
             store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version)
             # And their artifacts, before `complete` (which ends the record's updates).
             self.drop_older_versions_artifacts(msg)
-        if self.status.complete(msg.document_id, msg.version, vectors=total):
+        if self.status.complete(msg.document_id, msg.version, vectors=total, **model):
             _count_completed(self, msg)
     else:
         # Deleted, reprocessed or cancelled while we wrote: a stale run leaves nothing behind.
@@ -151,12 +154,19 @@ def _remove_stale_run(task: StageTask, message: dict) -> None:
 # The caller waits for the answer: a failure goes straight back to it, neither retried
 # nor dead-lettered (a search replayed later answers no one).
 @app.task(base=DocflowTask, name=Task.SEARCH.value, bind=True, autoretry_for=(), dead_letter_on_failure=False)
-def search(self: DocflowTask, vector: list[float] | None, query: dict) -> list[dict]:
+def search(self: DocflowTask, vector: dict | list[float] | None, query: dict) -> list[dict]:
     """The gateway chains the embedder's query task into this one for the modes that need a
-    vector (so the vector comes first), and sends it alone with None for keyword search."""
+    vector (so the vector comes first), and sends it alone with None for keyword search.
+
+    The embedder's answer names the model of the vector (QueryVector); a store whose
+    tenant index holds another model refuses it (EmbeddingModelMismatch: the gateway's
+    409). A bare vector (an embedder from before models were recorded) is not checked.
+    """
     request = SearchQuery.model_validate(query)
-    hits: list[SearchHit] = get_store().search(request.tenant, vector, request.limit, mode=request.mode,
-                                               text=request.text, filter=request.filter)
+    embedded = QueryVector.of(vector)
+    hits: list[SearchHit] = get_store().search(
+        request.tenant, embedded.vector if embedded else None, request.limit, mode=request.mode,
+        text=request.text, filter=request.filter, embedding_model=embedded.model_id if embedded else None)
     matched_terms = request.mode is not SearchMode.VECTOR
     return [IndexHit(document_id=hit.document_id, chunk_index=hit.chunk_index, text=hit.text, page=hit.page,
                      score=hit.score, highlights=highlights(request.text, hit.text) if matched_terms else [],

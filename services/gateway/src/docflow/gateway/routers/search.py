@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from docflow.gateway.dependencies import Services, ServicesDep, Tenant
 from docflow.gateway.json_bodies import StrictJsonRoute
 from docflow.gateway.metrics import SEARCHES
-from docflow.gateway.pipeline import SearchFailed, SearchModeUnsupported, SearchTimedOut
+from docflow.gateway.pipeline import SearchFailed, SearchModelMismatch, SearchModeUnsupported, SearchTimedOut
 from docflow.gateway.rate_limit import RATE_LIMITED, SearchRateLimited
 from docflow.gateway.schemas import SearchHit, SearchRequest, SearchResponse, shown_metadata
 from docflow.shared.names import Task
@@ -68,6 +68,8 @@ def _with_documents(services: Services, tenant: str, hits: list[IndexHit]) -> li
     "/search", response_model=SearchResponse,
     responses={**RATE_LIMITED,
                400: {"description": "The configured vector store cannot serve this search mode"},
+               409: {"description": "The query was embedded with another model than the tenant's index holds "
+                                    "(the embedder's model changed): `detail` names both; re-embed the tenant"},
                413: {"description": "Request body over 1 MiB"},
                422: {"description": "Malformed request or filter, a key given twice, NaN (the reason is in "
                                     "`detail`)"},
@@ -113,6 +115,10 @@ def _search(request: SearchRequest, mode: SearchMode, services: Services, tenant
     except SearchModeUnsupported as exc:
         SEARCHES.labels("failed").inc()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    except SearchModelMismatch as exc:
+        # Our own message (both models, the caller's tenant, what to do): no server detail.
+        SEARCHES.labels("failed").inc()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except SearchTimedOut as exc:
         SEARCHES.labels("timeout").inc()
         raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT,

@@ -92,11 +92,14 @@ class SearchHit:
 
 
 class VectorStore(Protocol):
-    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False) -> int:
+    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False,
+               embedding_model: str | None = None) -> int:
         """Write records (overwriting same ids); returns how many were written.
 
         `fresh`: the caller knows none of these ids exist yet (the first run of this
         document version), so a store may append instead of matching ids.
+        `embedding_model`: the model the vectors come from (shared.embedding_models); a
+        store that records its tenants' models raises EmbeddingModelMismatch for another.
         """
 
     def delete_document(self, tenant: str, document_id: str, keep_version: int | None = None) -> int:
@@ -116,11 +119,13 @@ class VectorStore(Protocol):
 
     def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
                mode: SearchMode = SearchMode.VECTOR, text: str = "",
-               filter: dict[str, Any] | None = None) -> list[SearchHit]:
+               filter: dict[str, Any] | None = None, embedding_model: str | None = None) -> list[SearchHit]:
         """The best `top_k` chunks for the mode (`vector` for vector and hybrid, `text` for
         keyword and hybrid), among those `filter` (normalised by search_filter) admits.
 
-        Raises UnsupportedSearchMode when this store is not set up for the mode.
+        Raises UnsupportedSearchMode when this store is not set up for the mode, and
+        EmbeddingModelMismatch when it records the tenant's model and the query's
+        vector (`embedding_model`) is of another.
         """
 
     def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue]) -> int:

@@ -33,6 +33,7 @@ from lancedb.index import FTS, IvfPq, IvfSq
 from docflow.indexer.fusion import FUSION_CANDIDATES, reciprocal_rank_fusion
 from docflow.indexer.stores.base import MetadataValue, SearchHit, VectorRecord
 from docflow.indexer.stores.filters import lancedb_where, metadata_numbers, metadata_terms, sql_string
+from docflow.shared.embedding_models import check_same_model
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
 from docflow.shared.highlights import MAX_TOKEN_CHARS, STOP_WORDS
 from docflow.shared.search import SearchMode
@@ -55,6 +56,12 @@ FTS_OPTIONS = FTS(with_position=False, base_tokenizer="simple", language="Englis
                   custom_stop_words=sorted(STOP_WORDS), ascii_folding=True)
 FTS_INDEX_NAME = "text_idx"
 _HIT_COLUMNS = ["id", "document_id", "chunk_index", "text", "page"]
+# The embedding model a table's vectors come from (docflow.shared.embedding_models), in
+# the metadata of its `vector` field: written with the table's schema when the table is
+# created, so a table never exists without it, kept by every append, merge, update and
+# compaction (they keep the schema), and gone with the table. A table from before
+# models were recorded has none until the first write that names a model adopts it.
+MODEL_METADATA_KEY = "docflow.embedding_model"
 
 
 def _is_missing_table(exc: Exception) -> bool:
@@ -83,7 +90,14 @@ def table_name(tenant: str) -> str:
     return f"tenant_{tenant}"
 
 
-def table_schema(dimension: int) -> pa.Schema:
+def table_model(table) -> str | None:
+    """The embedding model the table records, or None (a table from before models were)."""
+    metadata = table.schema.field("vector").metadata or {}
+    value = metadata.get(MODEL_METADATA_KEY.encode())
+    return value.decode() if value else None
+
+
+def table_schema(dimension: int, embedding_model: str | None = None) -> pa.Schema:
     return pa.schema([
         pa.field("id", pa.string(), nullable=False),
         pa.field("document_id", pa.string(), nullable=False),
@@ -91,7 +105,8 @@ def table_schema(dimension: int) -> pa.Schema:
         pa.field("chunk_index", pa.int64(), nullable=False),
         pa.field("text", pa.string()),
         pa.field("page", pa.int64()),
-        pa.field("vector", pa.list_(pa.float32(), dimension)),
+        pa.field("vector", pa.list_(pa.float32(), dimension),
+                 metadata={MODEL_METADATA_KEY: embedding_model} if embedding_model else None),
         # The document's attributes, on every chunk so filters run inside the store
         # (stores/filters.py says how metadata is laid out and queried).
         pa.field("filename", pa.string(), nullable=False),
@@ -115,8 +130,9 @@ class LanceDBStore:
             self.db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
         # tenant -> (table handle, vector dimension), the most recently opened last. A
         # table's dimension is fixed when it is created, and tables are never dropped,
-        # only rows deleted.
+        # only rows deleted. (Its model is fixed once recorded too: see `_model_of`.)
         self._tables: dict[str, tuple[object, int]] = {}
+        self._models: dict[str, str] = {}  # tenant -> the model its table records
         self._fts_ready: set[str] = set()  # tenants whose table has its full-text index
         # Runs a hybrid search's keyword half beside its vector half (see `search`).
         self._halves = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-half")
@@ -139,6 +155,36 @@ class LanceDBStore:
             opened = self._tables[tenant] = (table, table.schema.field("vector").type.list_size)
         return opened
 
+    def _model_of(self, tenant: str, table) -> str | None:
+        """The model the tenant's table records. Remembered once known: it never changes
+        afterwards. Unknown (a table from before models were recorded) is read again
+        each time, as another process may adopt one."""
+        model = self._models.get(tenant)
+        if model is None:
+            model = table_model(table)
+            if model is not None:
+                if len(self._models) >= MAX_OPEN_TABLES:
+                    del self._models[next(iter(self._models))]
+                self._models[tenant] = model
+        return model
+
+    def embedding_model(self, tenant: str) -> str | None:
+        """The model of the tenant's table; None if it has no table or records none."""
+        with self._using(tenant, f"read the model of {tenant!r}"):
+            table = self._open(tenant)
+            return None if table is None else self._model_of(tenant, table)
+
+    def _check_model_for_write(self, tenant: str, table, embedding_model: str | None) -> None:
+        """Refuse vectors of another model than the table's; a table recording none
+        adopts this one (a Lance commit of the field's metadata), then is read again, so
+        of two writers adopting different models at once the second is refused."""
+        held = self._model_of(tenant, table)
+        if held is None and embedding_model:
+            table.update_field_metadata({"path": "vector", "metadata": {MODEL_METADATA_KEY: embedding_model}})
+            log.info("table adopted an embedding model", tenant=tenant, model=embedding_model)
+            held = self._model_of(tenant, table)
+        check_same_model(held, embedding_model, tenant, "this document")
+
     @contextmanager
     def _using(self, tenant: str, what: str) -> Iterator[None]:
         """Store errors are transient if they are I/O; after any error the tenant's handle
@@ -148,10 +194,12 @@ class LanceDBStore:
                 yield
         except Exception:
             self._tables.pop(tenant, None)
+            self._models.pop(tenant, None)
             self._fts_ready.discard(tenant)
             raise
 
-    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False) -> int:
+    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False,
+               embedding_model: str | None = None) -> int:
         if not records:
             return 0
         dimension = len(records[0].vector)
@@ -173,9 +221,12 @@ class LanceDBStore:
         with self._using(tenant, f"upsert into {tenant!r}"):
             table, expected = self._open_with_dimension(tenant)
             if table is None:
-                # exist_ok: two workers may index a new tenant's first documents at once.
-                self.db.create_table(table_name(tenant), schema=schema, exist_ok=True)
+                # exist_ok: two workers may index a new tenant's first documents at once
+                # (the loser gets the winner's table, and its model is checked below).
+                self.db.create_table(table_name(tenant), schema=table_schema(dimension, embedding_model),
+                                     exist_ok=True)
                 table, expected = self._open_with_dimension(tenant)
+            self._check_model_for_write(tenant, table, embedding_model)
             _check_dimension(table, expected, dimension)
             if fresh:
                 # Nothing to overwrite: an append costs a commit, a merge also a join
@@ -208,12 +259,16 @@ class LanceDBStore:
 
     def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
                mode: SearchMode = SearchMode.VECTOR, text: str = "",
-               filter: dict[str, Any] | None = None) -> list[SearchHit]:
+               filter: dict[str, Any] | None = None, embedding_model: str | None = None) -> list[SearchHit]:
+        """`embedding_model`: the model the query's vector comes from; one other than the
+        table's raises EmbeddingModelMismatch (keyword search has no vector to check)."""
         where = lancedb_where(filter)
         with self._using(tenant, f"search in {tenant!r}"):
             table, expected = self._open_with_dimension(tenant)
             if table is None:
                 return []
+            if mode is not SearchMode.KEYWORD:
+                check_same_model(self._model_of(tenant, table), embedding_model, tenant, "the query")
             if mode is SearchMode.VECTOR:
                 return self._vector_hits(table, expected, vector, top_k, where)
             if mode is SearchMode.KEYWORD:

@@ -166,8 +166,11 @@ class PineconeStore:
             index = client.index(name=settings.pinecone_index_name, host=settings.pinecone_index_host or "")
         return cls(index, settings.upsert_batch_size, sparse=settings.pinecone_sparse)
 
-    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False) -> int:
+    def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False,
+               embedding_model: str | None = None) -> int:
         # Pinecone's upsert overwrites by id whether or not the ids exist: `fresh` changes nothing.
+        # Models are not recorded per namespace here (the index's dimension is fixed at
+        # creation, which refuses another width); LanceDB records and checks them.
         vectors = [to_pinecone_vector(record, with_sparse=self.sparse) for record in records]
         for batch in upsert_batches(vectors, tenant, self.upsert_batch_size):
             with _unreachable_is_transient(f"upsert into {tenant!r}"):
@@ -202,7 +205,7 @@ class PineconeStore:
 
     def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
                mode: SearchMode = SearchMode.VECTOR, text: str = "",
-               filter: dict[str, Any] | None = None) -> list[SearchHit]:
+               filter: dict[str, Any] | None = None, embedding_model: str | None = None) -> list[SearchHit]:
         if mode is not SearchMode.VECTOR and not self.sparse:
             raise UnsupportedSearchMode(
                 f"the pinecone vector store has no keyword index, so it cannot serve {mode.value!r} "
