@@ -17,6 +17,8 @@ REQUIRED_ALERTS = {
     "DocflowIndexMaintenanceFailing",   # maintenance runs only fail
     "DocflowIndexFragmentsHigh",        # compaction not keeping up
     "DocflowIndexUnindexedRowsHigh",    # vector index missing or behind
+    "DocflowWebhookDeliveriesFailing",  # most webhook tries fail
+    "DocflowWebhookDeliveriesDeadLettered",  # webhook deliveries given up
 }
 
 

@@ -44,6 +44,22 @@ def test_the_dashboard_shows_every_index_health_metric_the_indexer_exports():
             "Maintenance runs by outcome", "Maintenance run time"} <= titles
 
 
+def test_the_dashboard_shows_webhook_deliveries_their_latency_and_what_is_pending():
+    from docflow.indexer import metrics as index_metrics
+
+    exported = {metric._name for metric in vars(index_metrics).values()
+                if hasattr(metric, "_name") and metric._name.startswith("docflow_webhook_")}
+    assert exported, "the notify worker's metrics moved"
+    targets = dashboard_targets(pipeline())
+    shown = {name for _, expr in targets for name in metric_names(expr)}
+    missing = {name for name in exported
+               if not any(shown_name == name or shown_name.startswith(name + "_") for shown_name in shown)}
+    assert not missing, f"webhook metrics without a panel: {sorted(missing)}"
+    pending = [expr for title, expr in targets if title == "Webhook deliveries pending"]
+    assert pending and all('queue="docflow.webhooks"' in expr for expr in pending)
+    assert {"Webhook deliveries by outcome", "Webhook try latency"} <= {title for title, _ in targets}
+
+
 def test_every_query_is_scoped_by_the_namespace_and_job_variables():
     dashboard = pipeline()
     variables = {variable["name"] for variable in dashboard["templating"]["list"]}

@@ -1,4 +1,4 @@
-"""The indexer's index-health metrics (docs/metrics.md), in the workers' shared registry.
+"""The indexer's index-health and webhook metrics (docs/metrics.md), in the workers' shared registry.
 
 Written by the maintenance worker after each run (`record_health`), served by that
 worker's metrics port like every other worker metric (multiprocess mode). Unlike the
@@ -49,3 +49,18 @@ def record_health(tenant: str, health: dict[str, int], finished_at: float) -> No
     INDEX_VERSIONS.labels(tenant).set(health["versions"])
     INDEX_UNINDEXED_ROWS.labels(tenant).set(health["unindexed_rows"])
     LAST_MAINTENANCE.labels(tenant).set(finished_at)
+
+
+# --- webhook deliveries (the notify worker, docflow.indexer.webhooks) --------------------
+WEBHOOK_OUTCOMES = ("delivered", "retried", "dead_lettered", "refused", "dropped")
+WEBHOOK_DELIVERIES = Counter("docflow_webhook_deliveries_total",
+                             "Webhook delivery tries by outcome: delivered (2xx), retried (failed, tried "
+                             "again later), dead_lettered (the last try failed), refused (the URL's address "
+                             "is not allowed), dropped (the webhook was deleted)", ("outcome",), registry=REGISTRY)
+WEBHOOK_ATTEMPT_SECONDS = Histogram("docflow_webhook_attempt_duration_seconds",
+                                    "Time of one delivery try, connect to answer, by outcome (delivered, failed)",
+                                    ("outcome",), buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                    registry=REGISTRY)
+WEBHOOK_EVENTS_DISPATCHED = Counter("docflow_webhook_events_dispatched_total",
+                                    "Final events the dispatcher turned into deliveries, by event type",
+                                    ("event",), registry=REGISTRY)

@@ -43,12 +43,12 @@ import httpx
 import redis
 import structlog
 from celery import Celery
-from prometheus_client import Counter, Histogram
 from standardwebhooks import Webhook as Signer
 
+from docflow.indexer.metrics import (WEBHOOK_ATTEMPT_SECONDS as ATTEMPT_SECONDS, WEBHOOK_DELIVERIES as DELIVERIES,
+                                     WEBHOOK_EVENTS_DISPATCHED as DISPATCHED, WEBHOOK_OUTCOMES as OUTCOMES)
 from docflow.indexer.worker import app
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
-from docflow.shared.metrics import REGISTRY
 from docflow.shared.names import Queue, Task
 from docflow.shared.pipeline_shape import FINAL_STATUSES, DocumentStatus
 from docflow.shared.redis_connection import redis_client
@@ -67,19 +67,6 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # How a try's host is resolved (tests map names to addresses without DNS).
 RESOLVER: Resolver = system_resolver
 
-# --- metrics (docs/metrics.md): in the workers' shared registry, multiprocess mode ------
-DELIVERIES = Counter("docflow_webhook_deliveries_total",
-                     "Webhook delivery tries by outcome: delivered (2xx), retried (failed, tried again "
-                     "later), dead_lettered (the last try failed), refused (the URL's address is not "
-                     "allowed), dropped (the webhook was deleted)", ("outcome",), registry=REGISTRY)
-ATTEMPT_SECONDS = Histogram("docflow_webhook_attempt_duration_seconds",
-                            "Time of one delivery try, connect to answer, by outcome (delivered, failed)",
-                            ("outcome",), buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-                            registry=REGISTRY)
-DISPATCHED = Counter("docflow_webhook_events_dispatched_total",
-                     "Final events the dispatcher turned into deliveries, by event type",
-                     ("event",), registry=REGISTRY)
-OUTCOMES = ("delivered", "retried", "dead_lettered", "refused", "dropped")
 
 
 def backoff_seconds(settings: Settings, retries: int) -> float:
