@@ -344,3 +344,108 @@ def test_a_deleted_webhook_drops_its_pending_deliveries(redis_client, notify_wor
         assert 'docflow_webhook_deliveries_total{outcome="dropped"} 1.0' in httpx.get(notify_worker).text
     finally:
         receiver.stop()
+
+
+# --- redirects, each checked by the address rules ----------------------------------------------
+def stub_resolver(host: str, port: int) -> list[str]:
+    """No DNS: names map to what an attacker would aim a redirect at."""
+    return {"metadata.example.com": ["169.254.169.254"], "intranet.example.com": ["10.0.0.8"],
+            "receiver.example.com": ["127.0.0.1"]}[host]
+
+
+@pytest.fixture
+def only_loopback_sockets(monkeypatch):
+    """Fail the test if anything opens a connection to a non-loopback address."""
+    import ipaddress
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if isinstance(address, tuple) and not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+            raise AssertionError(f"a test opened a socket to {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+def redirecting():
+    """A receiver on 127.0.0.1: /go/<where> answers 307 to <where>, /hook records and answers 204."""
+    from urllib.parse import unquote
+
+    seen: list[tuple[str, dict, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            if self.path.startswith("/go/"):
+                self.send_response(307)
+                self.send_header("Location", unquote(self.path[len("/go/"):]))
+            else:
+                self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_is_followed_with_the_same_signed_post_when_its_address_is_allowed(
+        settings, redirecting, only_loopback_sockets):
+    from urllib.parse import quote
+
+    from docflow.indexer.webhooks import post
+
+    port, seen = redirecting
+    headers = sign(__import__("docflow.shared.webhooks", fromlist=["x"]).new_secret(), "msg_r", "{}",
+                   datetime.now(UTC))
+    target = quote(f"http://receiver.example.com:{port}/hook", safe="")
+    assert post(f"http://127.0.0.1:{port}/go/{target}", "{}", headers, settings, stub_resolver) == 204
+    assert [path for path, _, _ in seen] == [f"/go/{target}", "/hook"]
+    _, last_headers, last_body = seen[-1]
+    assert last_body == "{}" and last_headers["webhook-id"] == "msg_r"
+    assert last_headers["host"] == f"receiver.example.com:{port}"  # pinned to the checked address, name kept
+
+
+@pytest.mark.parametrize("target, why", [
+    ("http://metadata.example.com/latest/meta-data/", "metadata"),
+    ("http://169.254.169.254/latest/meta-data/", "metadata"),
+    ("http://[::ffff:169.254.169.254]/latest/meta-data/", "metadata"),
+    ("http://[fd00:ec2::254]/", "metadata"),
+    ("file:///etc/passwd", "only http and https"),
+    ("http://user:pw@receiver.example.com/hook", "credentials"),
+])
+def test_a_redirect_to_a_refused_address_is_not_followed(settings, redirecting, only_loopback_sockets, target, why):
+    """Even with DOCFLOW_ALLOW_PRIVATE_URLS=true (the receiver is on 127.0.0.1), every
+    redirect is checked again: a metadata address, another scheme or credentials are not
+    followed, and nothing is sent there."""
+    from urllib.parse import quote
+
+    from docflow.indexer.webhooks import post
+    from docflow.shared.url_safety import UrlRefused
+
+    port, seen = redirecting
+    assert settings.allow_private_urls
+    with pytest.raises(UrlRefused, match=why):
+        post(f"http://127.0.0.1:{port}/go/{quote(target, safe='')}", "{}", {}, settings, stub_resolver)
+    assert len(seen) == 1, "the redirect's target was never contacted"
+
+
+def test_without_private_urls_a_name_resolving_to_loopback_is_refused_before_any_connection(
+        settings, redirecting, only_loopback_sockets):
+    from docflow.indexer.webhooks import post
+    from docflow.shared.url_safety import UrlRefused
+
+    port, seen = redirecting
+    strict = settings.model_copy(update={"allow_private_urls": False})
+    with pytest.raises(UrlRefused, match="loopback"):
+        post(f"http://receiver.example.com:{port}/hook", "{}", {}, strict, stub_resolver)
+    assert seen == []
