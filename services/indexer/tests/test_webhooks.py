@@ -20,8 +20,9 @@ from docflow.indexer.webhooks import DISPATCH_GROUP, Dispatcher, backoff_seconds
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.names import KEY_PREFIX, Queue, Stage, Task, WorkerRole
 from docflow.shared.settings import Settings
-from docflow.shared.status import DocumentRecord, DocumentStatus, StatusStore, utcnow
-from docflow.shared.webhooks import WebhookEvent, WebhookStore, batch_key, batch_of_key, notifications_key
+from docflow.shared.status import DocumentError, DocumentRecord, StatusStore, utcnow
+from docflow.shared.webhooks import (WebhookEvent, WebhookStore, batch_key, batch_of_key, new_secret,
+                                     notifications_key)
 
 TENANT = "acme"
 
@@ -217,8 +218,7 @@ def test_the_last_document_of_a_batch_sends_batch_completed_once(redis_client, s
     status.complete("d1", 1, vectors=1)
     dispatcher.run_once(block_ms=10)
     assert celery.sent == [], "one document of the batch is still in flight"
-    status.fail("d2", 1, error=__import__("docflow.shared.status", fromlist=["DocumentError"]).DocumentError(
-        code="internal_error", message="boom"))
+    status.fail("d2", 1, error=DocumentError(code="internal_error", message="boom"))
     dispatcher.run_once(block_ms=10)
     [(_, delivery, _)] = celery.sent
     assert delivery["webhook_id"] == hook.id
@@ -244,7 +244,7 @@ def test_backoff_is_exponential_with_full_jitter_and_capped(settings):
 
 
 def test_the_signature_is_standard_webhooks():
-    secret = WebhookStore.__module__ and __import__("docflow.shared.webhooks", fromlist=["x"]).new_secret()
+    secret = new_secret()
     body = json.dumps({"type": "document.completed", "data": {"document_id": "d"}})
     headers = sign(secret, "msg_1", body, datetime.now(UTC))
     assert Verifier(secret).verify(body, headers)["data"] == {"document_id": "d"}
@@ -299,7 +299,6 @@ def test_a_receiver_that_always_fails_gets_a_dead_letter_after_the_last_try_and_
     try:
         status = StatusStore(redis_client)
         make_document(status, "doomed")
-        from docflow.shared.status import DocumentError
         status.fail("doomed", 1, DocumentError(code="unsupported_type", message="not a document", stage="extract"))
         letters = DeadLetterStore(redis_client)
         [letter] = wait_for(letters.list, 60, "the dead letter")
@@ -405,8 +404,7 @@ def test_a_redirect_is_followed_with_the_same_signed_post_when_its_address_is_al
     from docflow.indexer.webhooks import post
 
     port, seen = redirecting
-    headers = sign(__import__("docflow.shared.webhooks", fromlist=["x"]).new_secret(), "msg_r", "{}",
-                   datetime.now(UTC))
+    headers = sign(new_secret(), "msg_r", "{}", datetime.now(UTC))
     target = quote(f"http://receiver.example.com:{port}/hook", safe="")
     assert post(f"http://127.0.0.1:{port}/go/{target}", "{}", headers, settings, stub_resolver) == 204
     assert [path for path, _, _ in seen] == [f"/go/{target}", "/hook"]

@@ -56,9 +56,11 @@ WEBHOOK_OUTCOMES = ("delivered", "retried", "dead_lettered", "refused", "dropped
 WEBHOOK_DELIVERIES = Counter("docflow_webhook_deliveries_total",
                              "Webhook delivery tries by outcome: delivered (2xx), retried (failed, tried "
                              "again later), dead_lettered (the last try failed), refused (the URL's address "
-                             "is not allowed), dropped (the webhook was deleted)", ("outcome",), registry=REGISTRY)
+                             "is not allowed), dropped (the webhook was deleted)", ("outcome",),
+                             registry=REGISTRY)
 WEBHOOK_ATTEMPT_SECONDS = Histogram("docflow_webhook_attempt_duration_seconds",
-                                    "Time of one delivery try, connect to answer, by outcome (delivered, failed)",
+                                    "Time of one delivery try, connect to answer, by outcome "
+                                    "(delivered, failed)",
                                     ("outcome",), buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                     registry=REGISTRY)
 WEBHOOK_EVENTS_DISPATCHED = Counter("docflow_webhook_events_dispatched_total",

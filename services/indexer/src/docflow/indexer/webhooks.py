@@ -45,8 +45,10 @@ import structlog
 from celery import Celery
 from standardwebhooks import Webhook as Signer
 
-from docflow.indexer.metrics import (WEBHOOK_ATTEMPT_SECONDS as ATTEMPT_SECONDS, WEBHOOK_DELIVERIES as DELIVERIES,
-                                     WEBHOOK_EVENTS_DISPATCHED as DISPATCHED, WEBHOOK_OUTCOMES as OUTCOMES)
+from docflow.indexer.metrics import WEBHOOK_ATTEMPT_SECONDS as ATTEMPT_SECONDS
+from docflow.indexer.metrics import WEBHOOK_DELIVERIES as DELIVERIES
+from docflow.indexer.metrics import WEBHOOK_EVENTS_DISPATCHED as DISPATCHED
+from docflow.indexer.metrics import WEBHOOK_OUTCOMES as OUTCOMES
 from docflow.indexer.worker import app
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
 from docflow.shared.names import Queue, Task
@@ -90,13 +92,15 @@ def post(url: str, body: str, headers: dict[str, str], settings: Settings,
     """POST `body` to `url` (and its redirects), each connection to a checked address;
     the final status code. UrlRefused, ResolutionFailed or httpx errors otherwise."""
     resolver = resolver or RESOLVER
-    timeout = httpx.Timeout(settings.webhook_timeout_seconds, connect=settings.webhook_connect_timeout_seconds)
+    timeout = httpx.Timeout(settings.webhook_timeout_seconds,
+                            connect=settings.webhook_connect_timeout_seconds)
     current = url
     with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout) as client:
         for _ in range(settings.fetch_max_redirects + 1):
             parsed = parse_url(current)
             addresses = resolve_checked(parsed, settings.allow_private_urls, resolver)
-            extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" and not parsed.host_is_ip else {}
+            pinned_tls = parsed.scheme == "https" and not parsed.host_is_ip
+            extensions = {"sni_hostname": parsed.host} if pinned_tls else {}
             response = None
             failure: Exception | None = None
             for address in addresses:
@@ -178,7 +182,8 @@ def deliver_webhook(self: WebhookTask, delivery: dict[str, Any]) -> str:
     if attempt >= settings.webhook_max_attempts:
         raise error  # on_failure dead-letters it
     countdown = backoff_seconds(settings, attempt - 1)
-    log.warning("webhook delivery failed; retrying", attempt=attempt, error=failure, countdown=round(countdown, 2))
+    log.warning("webhook delivery failed; retrying", attempt=attempt, error=failure,
+                countdown=round(countdown, 2))
     DELIVERIES.labels("retried").inc()
     raise self.retry(exc=error, countdown=countdown, max_retries=settings.webhook_max_attempts - 1)
 
@@ -212,8 +217,8 @@ class Dispatcher:
         self.ensure_group()
         handled = 0
         _, claimed, *deleted = self.redis.xautoclaim(
-            self.stream, DISPATCH_GROUP, self.consumer, int(self.settings.webhook_dispatch_reclaim_seconds * 1000),
-            start_id="0-0", count=count)
+            self.stream, DISPATCH_GROUP, self.consumer,
+            int(self.settings.webhook_dispatch_reclaim_seconds * 1000), start_id="0-0", count=count)
         if deleted and deleted[0]:  # trimmed away while pending: nothing left to send
             self.redis.xack(self.stream, DISPATCH_GROUP, *deleted[0])
         for entry_id, fields in claimed:
@@ -290,7 +295,8 @@ class Dispatcher:
 
     def _enqueue(self, tenant: str, webhook_id: str, message_id: str, body: dict[str, Any]) -> None:
         self.celery.send_task(Task.DELIVER_WEBHOOK.value,
-                              args=[{"id": message_id, "tenant": tenant, "webhook_id": webhook_id, "payload": body}],
+                              args=[{"id": message_id, "tenant": tenant, "webhook_id": webhook_id,
+                                     "payload": body}],
                               queue=Queue.WEBHOOKS.value)
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -308,7 +314,8 @@ def start_dispatcher(celery: Celery, settings: Settings) -> tuple[threading.Thre
     client = redis_client(settings, socket_timeout=30)
     dispatcher = Dispatcher(client, celery, settings, consumer)
     stop = threading.Event()
-    thread = threading.Thread(target=dispatcher.run_forever, args=(stop,), name="webhook-dispatcher", daemon=True)
+    thread = threading.Thread(target=dispatcher.run_forever, args=(stop,), name="webhook-dispatcher",
+                              daemon=True)
     thread.start()
     log.info("webhook dispatcher started", consumer=consumer)
     return thread, stop

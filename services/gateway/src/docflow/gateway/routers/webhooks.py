@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 
 from docflow.gateway.dependencies import ServicesDep, Tenant
 from docflow.shared.status import utcnow
-from docflow.shared.url_safety import MAX_URL_CHARS, ResolutionFailed, Resolver, UrlRefused, check_url, system_resolver
+from docflow.shared.url_safety import (MAX_URL_CHARS, ResolutionFailed, Resolver, UrlRefused, check_url,
+                                       system_resolver)
 from docflow.shared.webhooks import TooManyWebhooks, Webhook, WebhookEvent, WebhookStore
 
 log = structlog.get_logger(__name__)
@@ -68,13 +69,17 @@ def _store(services) -> WebhookStore:
     return WebhookStore(services.redis, services.settings.redis_key_prefix)
 
 
+_CREATE_RESPONSES = {
+    409: {"description": "The tenant has DOCFLOW_WEBHOOK_MAX_PER_TENANT webhooks already"},
+    422: {"description": "Not an http(s) URL, credentials in it, a host that resolves to a loopback, "
+                         "private, link-local or metadata address (unless DOCFLOW_ALLOW_PRIVATE_URLS=true; "
+                         "metadata never), or an unknown event"},
+    503: {"description": "The host could not be resolved for now, or Redis is unavailable"},
+}
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated,
-             responses={409: {"description": "The tenant has DOCFLOW_WEBHOOK_MAX_PER_TENANT webhooks already"},
-                        422: {"description": "Not an http(s) URL, credentials in it, a host that resolves to a "
-                                             "loopback, private, link-local or metadata address (unless "
-                                             "DOCFLOW_ALLOW_PRIVATE_URLS=true; metadata never), or an unknown "
-                                             "event"},
-                        503: {"description": "The host could not be resolved for now, or Redis is unavailable"}})
+             responses=_CREATE_RESPONSES)
 def create_webhook(body: WebhookCreate, services: ServicesDep, tenant: Tenant,
                    resolver: ResolverDep) -> WebhookCreated:
     """Register a URL for some events; the answer holds its secret, shown only here."""
@@ -84,12 +89,13 @@ def create_webhook(body: WebhookCreate, services: ServicesDep, tenant: Tenant,
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"webhook URL refused: {exc}") from None
     except ResolutionFailed as exc:
         if exc.permanent:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"webhook URL refused: {exc}") from None
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"webhook URL refused: {exc}") from None
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; try again",
                             headers={"Retry-After": "5"}) from None
     try:
-        hook = _store(services).create(tenant, body.url, body.events, services.settings.webhook_max_per_tenant,
-                                       utcnow())
+        hook = _store(services).create(tenant, body.url, body.events,
+                                       services.settings.webhook_max_per_tenant, utcnow())
     except TooManyWebhooks as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     log.info("webhook registered", webhook_id=hook.id, events=[e.value for e in hook.events])
