@@ -7,8 +7,8 @@ import pytest
 from deploy_support import (ALL_WORKERS, SCENARIOS, WORKERS, containers, container_port, env_value, named, of_kind,
                             selected_workloads, selects)
 
-from docflow.shared.names import (QUEUE_OF_STAGE, SERVICE_OF_STAGE, TASK_ROUTES, Stage, WorkerRole, queues_of_role,
-                                  queues_of_stage, roles_of_stage)
+from docflow.shared.names import (QUEUE_OF_STAGE, SERVICE_OF_STAGE, TASK_ROUTES, Queue, Stage, WorkerRole,
+                                  queues_of_role, queues_of_stage, roles_of_stage)
 from docflow.shared.settings import Settings
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}
@@ -126,6 +126,35 @@ def test_index_maintenance_settings_reach_every_indexer_role(default_manifests, 
             assert fields[name.removeprefix("DOCFLOW_").lower()].default == value, name
     assert fields["maintain_time_limit"].default == maintenance["timeLimits"]["hardSeconds"]
     assert fields["maintain_soft_time_limit"].default == maintenance["timeLimits"]["softSeconds"]
+
+
+def test_the_notify_worker_gets_the_webhook_settings_and_is_not_autoscaled(scenario_manifests, default_values):
+    """Webhook deliveries: one Deployment on docflow.webhooks with the chart's webhook
+    values as its DOCFLOW_WEBHOOK_* (the services' defaults), never scaled on its queue
+    (a retry waits inside the worker, so the list's length is not its backlog)."""
+    webhooks = default_values["indexer"]["notify"]["webhooks"]
+    expected = {
+        "DOCFLOW_WEBHOOK_MAX_ATTEMPTS": webhooks["maxAttempts"],
+        "DOCFLOW_WEBHOOK_RETRY_BACKOFF_SECONDS": webhooks["retryBackoffSeconds"],
+        "DOCFLOW_WEBHOOK_RETRY_BACKOFF_MAX_SECONDS": webhooks["retryBackoffMaxSeconds"],
+        "DOCFLOW_WEBHOOK_CONNECT_TIMEOUT_SECONDS": webhooks["connectTimeoutSeconds"],
+        "DOCFLOW_WEBHOOK_TIMEOUT_SECONDS": webhooks["timeoutSeconds"],
+        "DOCFLOW_ALLOW_PRIVATE_URLS": webhooks["allowPrivateUrls"],
+    }
+    fields = Settings.model_fields
+    for scenario, objects in scenario_manifests.items():
+        deployment = named(objects, "Deployment", "docflow-indexer-notify")
+        (container,) = containers(deployment)
+        assert option(container["args"], "-Q") == Queue.WEBHOOKS.value, scenario
+        assert not [o for o in of_kind(objects, "ScaledObject") + of_kind(objects, "HorizontalPodAutoscaler")
+                    if o["spec"]["scaleTargetRef"]["name"] == "docflow-indexer-notify"], scenario
+        for name, value in expected.items():
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+            assert env_value(container, name) == shown, (scenario, name)
+            assert fields[name.removeprefix("DOCFLOW_").lower()].default == value, name
+        others = [c for o in of_kind(objects, "Deployment") if o["metadata"]["name"] != "docflow-indexer-notify"
+                  for c in containers(o)]
+        assert not any(env_value(c, "DOCFLOW_WEBHOOK_MAX_ATTEMPTS") for c in others), scenario
 
 
 def test_each_scaled_object_targets_its_own_worker(default_manifests, default_values):
