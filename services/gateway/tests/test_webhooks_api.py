@@ -149,3 +149,21 @@ def test_webhooks_need_a_key(hooks):
     assert gw.client.get("/v1/webhooks").status_code == 401
     assert gw.client.post("/v1/webhooks", json={"url": "https://hooks.example.com/",
                                                 "events": ["document.completed"]}).status_code == 401
+
+
+def test_a_batch_maps_its_documents_to_it_and_is_announced_to_the_dispatcher_only_with_a_webhook(
+        hooks, redis_client):
+    from docflow.shared.names import KEY_PREFIX
+    from docflow.shared.webhooks import batch_of_key, notifications_key
+
+    gw = hooks()
+    files = [("file", ("a.txt", b"first file of the batch\n" * 3)), ("file", ("b.txt", b"second file\n" * 3))]
+    quiet = gw.post("/v1/batches", params={"on_duplicate": "new"}, files=files).json()
+    assert not redis_client.exists(notifications_key(KEY_PREFIX)), "no webhook: nothing for the dispatcher"
+    assert register(gw, events=["batch.completed"]).status_code == 201
+    answer = gw.post("/v1/batches", params={"on_duplicate": "new"}, files=files).json()
+    for batch in (quiet, answer):
+        for entry in batch["documents"]:
+            assert redis_client.get(batch_of_key(KEY_PREFIX, "tenant-a", entry["document_id"])) == batch["batch_id"]
+    [(_, fields)] = redis_client.xrange(notifications_key(KEY_PREFIX))
+    assert fields == {"tenant": "tenant-a", "batch_id": answer["batch_id"], "status": ""}

@@ -232,6 +232,36 @@ def test_the_last_document_of_a_batch_sends_batch_completed_once(redis_client, s
     assert dispatcher._batch_completed(entry_id, TENANT, "b1", [hook]) == 1  # its own repeat goes on
 
 
+def test_a_batch_whose_documents_were_final_before_its_last_file_was_decided_completes_when_announced(
+        redis_client, settings):
+    """Its last file refused (or a duplicate of a finished document): no final event comes
+    after the batch is whole, so the gateway's announcement is what finds it finished."""
+    from docflow.shared.webhooks import announce_batch
+
+    status = StatusStore(redis_client)
+    assert not announce_batch(redis_client, KEY_PREFIX, TENANT, "b2", 1000), "no webhook, no entry"
+    hook = register(redis_client, "http://127.0.0.1:1/a", [WebhookEvent.BATCH_COMPLETED])
+    key = batch_key(KEY_PREFIX, TENANT, "b2")
+    redis_client.hset(key, mapping={"created_at": "x", "files": 2})
+    make_document(status, "d1")
+    redis_client.hset(key, "entry:0", json.dumps({"filename": "d1", "document_id": "d1"}))
+    redis_client.set(batch_of_key(KEY_PREFIX, TENANT, "d1"), "b2")
+    status.complete("d1", 1, vectors=1)
+    celery = SentTasks()
+    dispatcher = Dispatcher(redis_client, celery, settings, "c1")
+    dispatcher.run_once(block_ms=10)
+    assert celery.sent == [], "the batch's second file was not decided yet"
+    redis_client.hset(key, "entry:1", json.dumps({"filename": "empty.txt", "document_id": None, "error": {}}))
+    assert announce_batch(redis_client, KEY_PREFIX, TENANT, "b2", 1000)
+    dispatcher.run_once(block_ms=10)
+    [(_, delivery, _)] = celery.sent
+    assert delivery["webhook_id"] == hook.id and delivery["payload"]["type"] == "batch.completed"
+    assert delivery["payload"]["data"]["counts"] == {"completed": 1} and delivery["payload"]["data"]["rejected"] == 1
+    assert announce_batch(redis_client, KEY_PREFIX, TENANT, "b2", 1000)  # announced again: still once
+    dispatcher.run_once(block_ms=10)
+    assert len(celery.sent) == 1
+
+
 def test_backoff_is_exponential_with_full_jitter_and_capped(settings):
     tries = [[backoff_seconds(settings, retries) for _ in range(200)] for retries in range(6)]
     for retries, waits in enumerate(tries):

@@ -18,7 +18,10 @@ the indexer's `notify` worker (docflow.indexer.webhooks) sends them. In between:
 - **Batches**: a batch's document is mapped to its batch (`batch_of_key`, written by the
   gateway with each entry of the batch), so the dispatcher can tell when a batch's last
   document became final and send `batch.completed` once (the batch hash's `notified`
-  field, set with HSETNX by the entry that found it finished).
+  field, set with HSETNX by the entry that found it finished). The gateway also appends
+  an entry naming the batch once all its files are decided (`announce_batch`): a batch
+  whose documents were all final by then (duplicates of finished documents, refused
+  files last) has no later final event to find it finished.
 
 Deliveries follow the Standard Webhooks spec: `webhook-id` (the same for every try of
 one delivery, so receivers can drop repeats), `webhook-timestamp` (the try's time) and
@@ -145,6 +148,16 @@ class WebhookStore:
 
     def delete(self, tenant: str, webhook_id: str) -> bool:
         return bool(self.redis.hdel(self.key(tenant), webhook_id))
+
+
+def announce_batch(client: redis.Redis, prefix: str, tenant: str, batch_id: str, max_len: int) -> bool:
+    """Ask the dispatcher to check a batch whose files are all decided (only for a tenant
+    with a webhook); whether an entry was written."""
+    if not client.exists(webhooks_key(prefix, tenant)):
+        return False
+    client.xadd(notifications_key(prefix), {"tenant": tenant, "batch_id": batch_id, "status": ""},
+                maxlen=max_len, approximate=True)
+    return True
 
 
 def payload(event: WebhookEvent | str, timestamp: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -77,7 +77,7 @@ from docflow.gateway.uploads import (
 from docflow.shared.errors import TransientError
 from docflow.shared.pipeline_shape import FINAL_STATUSES, DocumentStatus
 from docflow.shared.status import utcnow
-from docflow.shared.webhooks import batch_key, batch_of_key
+from docflow.shared.webhooks import announce_batch, batch_key, batch_of_key
 
 log = structlog.get_logger(__name__)
 
@@ -346,6 +346,11 @@ def accept_batch(services: Services, tenant: str, batch: ReceivedBatch, on_dupli
             renewed = time.monotonic()
     accepted = sum(1 for e in entries if e.get("document_id"))
     log.info("batch accepted", files=len(entries), accepted=accepted, rejected=len(entries) - accepted)
+    try:  # its documents may all be final already: let the webhook dispatcher look once
+        announce_batch(services.redis, services.settings.redis_key_prefix, tenant, batch_id,
+                       services.settings.notifications_stream_max_len)
+    except redis.exceptions.RedisError as exc:  # the batch is accepted: answer it all the same
+        log.warning("could not announce the batch to the webhook dispatcher", error=str(exc))
     return status.HTTP_202_ACCEPTED, {"batch_id": batch_id, "documents": entries}
 
 

@@ -239,6 +239,11 @@ class Dispatcher:
         """Enqueue the entry's deliveries; returns how many."""
         tenant, status = fields.get("tenant", ""), fields.get("status", "")
         event = EVENT_OF_STATUS.get(status)
+        if event is None and tenant and fields.get("batch_id"):  # a batch's files all decided
+            hooks = self.webhooks.list(tenant)
+            if not any(WebhookEvent.BATCH_COMPLETED in hook.events for hook in hooks):
+                return 0
+            return self._batch_completed(entry_id, tenant, fields["batch_id"], hooks)
         hooks = self.webhooks.list(tenant) if tenant and event else []
         if not hooks:
             return 0
