@@ -262,6 +262,15 @@ def test_a_batch_whose_documents_were_final_before_its_last_file_was_decided_com
     assert len(celery.sent) == 1
 
 
+def test_an_unreadable_notification_is_skipped_not_retried_for_ever(redis_client, settings):
+    register(redis_client, "http://127.0.0.1:1/a")
+    redis_client.xadd(notifications_key(), {"tenant": TENANT, "document_id": "x", "status": "completed",
+                                            "version": "not a number", "error": "", "timestamp": ""})
+    dispatcher = Dispatcher(redis_client, SentTasks(), settings, "c1")
+    assert dispatcher.run_once(block_ms=10) == 1
+    assert redis_client.xpending(notifications_key(), DISPATCH_GROUP)["pending"] == 0
+
+
 def test_backoff_is_exponential_with_full_jitter_and_capped(settings):
     tries = [[backoff_seconds(settings, retries) for _ in range(200)] for retries in range(6)]
     for retries, waits in enumerate(tries):

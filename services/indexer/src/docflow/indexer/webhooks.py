@@ -223,17 +223,26 @@ class Dispatcher:
             self.redis.xack(self.stream, DISPATCH_GROUP, *deleted[0])
         for entry_id, fields in claimed:
             if fields:
-                self.handle(entry_id, fields)
+                self._handle_once(entry_id, fields)
             self.redis.xack(self.stream, DISPATCH_GROUP, entry_id)
             handled += 1
         reply = self.redis.xreadgroup(DISPATCH_GROUP, self.consumer, {self.stream: ">"}, count=count,
                                       block=block_ms)
         for _, entries in reply or []:
             for entry_id, fields in entries:
-                self.handle(entry_id, fields)
+                self._handle_once(entry_id, fields)
                 self.redis.xack(self.stream, DISPATCH_GROUP, entry_id)
                 handled += 1
         return handled
+
+    def _handle_once(self, entry_id: str, fields: dict[str, str]) -> None:
+        """`handle`, except that an entry that cannot be read is logged and acknowledged
+        (it would fail the same way each time it is claimed again). Redis and broker
+        errors propagate: the entry stays pending and is handled again."""
+        try:
+            self.handle(entry_id, fields)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("webhook dispatcher: unreadable notification skipped", entry_id=entry_id, error=str(exc))
 
     def handle(self, entry_id: str, fields: dict[str, str]) -> int:
         """Enqueue the entry's deliveries; returns how many."""
@@ -259,7 +268,8 @@ class Dispatcher:
             if event in hook.events:
                 self._enqueue(tenant, hook.id, delivery_id(entry_id, hook.id), body)
                 sent += 1
-        DISPATCHED.labels(event.value).inc()
+        if sent:
+            DISPATCHED.labels(event.value).inc()
         if batch_id and any(WebhookEvent.BATCH_COMPLETED in hook.events for hook in hooks):
             sent += self._batch_completed(entry_id, tenant, batch_id, hooks)
         return sent
