@@ -214,6 +214,7 @@ _DOCUMENTED_AS_A_WHOLE = {
     *(f"{s}.resources" for s in ("embedder.query", "indexer.query", "indexer.maintenance", "indexer.notify")),
     *(f"{s}.autoscaling.behavior" for s in ("embedder.query", "indexer.query")),
     "indexer.maintenance.strategy",
+    "embedder.gpu.resources",
 }
 
 

@@ -80,6 +80,9 @@ SCENARIOS: dict[str, dict] = {
         "embedder": {"provider": "openai", "openai": {"existingSecret": "docflow-openai"}},
         "redis": {"auth": {"enabled": False}},
     },
+    "embedder-on-gpu": {
+        "embedder": {"gpu": {"enabled": True, "nodeSelector": {"nvidia.com/gpu.present": "true"}}},
+    },
 }
 
 POD_OWNERS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}

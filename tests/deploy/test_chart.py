@@ -2,8 +2,8 @@
 configuration, and refuses wrong values at install time."""
 
 import pytest
-from deploy_support import (ALL_WORKERS, AUTOSCALED_WORKERS, SCENARIOS, WORKERS, containers, env_value, named,
-                            of_kind)
+from deploy_support import (ALL_WORKERS, AUTOSCALED_WORKERS, SCENARIOS, WORKERS, containers, env_names, env_value,
+                            named, of_kind, pod_spec)
 
 
 def test_chart_lints_clean_in_strict_mode(chart):
@@ -141,6 +141,11 @@ def test_notes_render(chart):
     ({"redis": {"tls": {"verify": "sometimes"}}}, "verify"),
     ({"gateway": {"rateLimits": {"uploadsPerMinute": -1}}}, "uploadsPerMinute"),
     ({"redis": {"auth": {"username": "user:with-colon"}}}, "username"),
+    ({"embedder": {"minilmRuntime": "tensorrt"}}, "minilmRuntime"),
+    ({"embedder": {"gpu": {"enabled": "yes"}}}, "enabled"),
+    ({"embedder": {"gpu": {"enabled": True, "resources": {"limits": {"nvidia.com/gpu": "one"}}}}}, "nvidia.com~1gpu"),
+    ({"embedder": {"gpu": {"enabled": True, "nodeSelctor": {}}}}, "nodeSelctor"),
+    ({"embedder": {"provider": "openai", "openai": {"existingSecret": "s"}, "gpu": {"enabled": True}}}, "provider"),
 ])
 def test_schema_rejects_wrong_values(chart, values, message):
     import helm_python
@@ -218,3 +223,56 @@ def test_document_and_maintenance_workers_yield_the_cpu_to_query_workers(default
                 for c in named(default_manifests, "Deployment", f"docflow-{worker}")["spec"]["template"]["spec"]
                 ["containers"]}
         assert nice == ({None} if worker.endswith("-query") else {"10"}), (worker, nice)
+
+
+def test_the_embedder_runs_the_default_minilm_runtime_on_cpu(default_manifests, default_values):
+    from docflow.shared.settings import Settings
+
+    # The chart's default is the services' own (the fastest runtime that passes the gate).
+    assert default_values["embedder"]["minilmRuntime"] == Settings.model_fields["minilm_runtime"].default
+    for name in ("docflow-embedder", "docflow-embedder-query"):
+        (container,) = pod_spec(named(default_manifests, "Deployment", name))["containers"]
+        assert env_value(container, "DOCFLOW_MINILM_RUNTIME") == "onnx-int8"
+        assert env_value(container, "DOCFLOW_MINILM_DEVICE") is None
+        assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+def test_minilm_runtime_reaches_both_embedders(chart):
+    objects = chart.manifests({"embedder": {"minilmRuntime": "torch"}})
+    for name in ("docflow-embedder", "docflow-embedder-query"):
+        (container,) = pod_spec(named(objects, "Deployment", name))["containers"]
+        assert env_value(container, "DOCFLOW_MINILM_RUNTIME") == "torch"
+    # Not for a provider without the bundled model.
+    objects = chart.manifests({"embedder": {"provider": "hash", "minilmRuntime": "torch"}})
+    (container,) = pod_spec(named(objects, "Deployment", "docflow-embedder"))["containers"]
+    assert env_value(container, "DOCFLOW_MINILM_RUNTIME") is None
+
+
+def test_the_document_embedder_on_a_gpu_gets_the_gpu_its_nodes_and_torch_on_cuda(scenario_manifests):
+    objects = scenario_manifests["embedder-on-gpu"]
+    spec = pod_spec(named(objects, "Deployment", "docflow-embedder"))
+    (container,) = spec["containers"]
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"},
+                                      "limits": {"cpu": "2", "memory": "2Gi", "nvidia.com/gpu": 1}}
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert env_value(container, "DOCFLOW_MINILM_RUNTIME") == "torch"
+    assert env_value(container, "DOCFLOW_MINILM_DEVICE") == "cuda"
+    assert env_names(container).count("DOCFLOW_MINILM_RUNTIME") == 1
+    # The query embedder stays on CPU with int8 (same model: it searches the GPU's vectors).
+    query = pod_spec(named(objects, "Deployment", "docflow-embedder-query"))
+    assert "nodeSelector" not in query and "tolerations" not in query
+    assert env_value(query["containers"][0], "DOCFLOW_MINILM_RUNTIME") == "onnx-int8"
+    assert "nvidia.com/gpu" not in query["containers"][0]["resources"]["limits"]
+    # Other workers are untouched.
+    assert "nodeSelector" not in pod_spec(named(objects, "Deployment", "docflow-extractor"))
+
+
+def test_the_query_embedder_can_have_a_gpu_of_its_own(chart):
+    objects = chart.manifests({"embedder": {"query": {"gpu": {"enabled": True,
+                                                             "resources": {"limits": {"nvidia.com/gpu": 1}}}}}})
+    (query,) = pod_spec(named(objects, "Deployment", "docflow-embedder-query"))["containers"]
+    assert query["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert env_value(query, "DOCFLOW_MINILM_DEVICE") == "cuda"
+    (document,) = pod_spec(named(objects, "Deployment", "docflow-embedder"))["containers"]
+    assert env_value(document, "DOCFLOW_MINILM_DEVICE") is None

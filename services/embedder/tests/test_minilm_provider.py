@@ -42,3 +42,12 @@ def test_each_worker_process_gets_an_even_share_of_the_cpus():
     assert threads_per_process(1) >= 1
     assert threads_per_process(10_000) == 1
     assert threads_per_process(2) <= max(1, threads_per_process(1) // 2)
+
+
+def test_the_torch_runtime_runs_on_the_configured_device():
+    """DOCFLOW_MINILM_DEVICE=cuda (the chart's embedder.gpu) reaches sentence-transformers;
+    the ONNX runtimes run on CPU only, so cuda with them is refused when settings load."""
+    assert create_provider(Settings(embedder="minilm", minilm_runtime="torch")).device == "cpu"
+    assert create_provider(Settings(embedder="minilm", minilm_runtime="torch", minilm_device="cuda")).device == "cuda"
+    with pytest.raises(ValueError, match="DOCFLOW_MINILM_DEVICE=cuda needs DOCFLOW_MINILM_RUNTIME=torch"):
+        Settings(embedder="minilm", minilm_runtime="onnx-int8", minilm_device="cuda")

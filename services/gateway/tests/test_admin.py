@@ -107,7 +107,7 @@ def test_workers_report_an_embedders_provider_model_and_runtime(admin_gateway, e
     assert worker["name"].startswith("embedder-admin-test@")
     assert worker["stages"] == ["embed"]
     assert worker["embedder"] == {"provider": "minilm", "model": "all-MiniLM-L6-v2", "runtime": "onnx",
-                                  "dimensions": 384, "model_id": "minilm:all-MiniLM-L6-v2:384"}
+                                  "device": "cpu", "dimensions": 384, "model_id": "minilm:all-MiniLM-L6-v2:384"}
     # The first broadcast (who is there) always waits its full second; the embedder's
     # answer ends its own broadcast at once instead of adding another second.
     started = time.monotonic()

@@ -28,6 +28,21 @@ merge: sprig's merges take a `false` for "unset"). */}}
 {{- $component = printf "%s-%s" $service $role }}
 {{- $queues = list (get (dict "query" $base.queryQueue "maintenance" $base.maintenanceQueue "notify" $base.notifyQueue) $role) }}
 {{- end }}
+{{- /* A worker on a GPU (embedder.gpu): its GPU resources, node selector and tolerations
+added to its own. On a copy: $values may be the chart's own values. */}}
+{{- if and $values.gpu $values.gpu.enabled }}
+{{- $gpu := $values.gpu }}
+{{- $values = deepCopy $values }}
+{{- $resources := deepCopy ($values.resources | default dict) }}
+{{- range $kind := list "requests" "limits" }}
+{{- with get ($gpu.resources | default dict) $kind }}
+{{- $_ := set $resources $kind (merge (deepCopy .) (get $resources $kind | default dict)) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $values "resources" $resources }}
+{{- $_ := set $values "nodeSelector" (merge (deepCopy ($gpu.nodeSelector | default dict)) ($values.nodeSelector | default dict)) }}
+{{- $_ := set $values "tolerations" (concat ($values.tolerations | default list) ($gpu.tolerations | default list)) }}
+{{- end }}
 {{- $fullname := printf "%s-%s" (include "docflow.fullname" $root) $component }}
 {{- $labels := include "docflow.labels" (dict "root" $root "component" $component) }}
 {{- $selector := include "docflow.selectorLabels" (dict "root" $root "component" $component) }}

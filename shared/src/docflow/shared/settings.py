@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     # docflow.embedder.providers.minilm_onnx.default_onnx_dir).
     minilm_runtime: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
     minilm_onnx_dir: Path | None = None
+    # Where the `torch` runtime runs: `cpu`, or `cuda` (a GPU: the chart's embedder.gpu
+    # sets it with DOCFLOW_MINILM_RUNTIME=torch and an nvidia.com/gpu resource). The ONNX
+    # runtimes run on CPU only.
+    minilm_device: Literal["cpu", "cuda"] = "cpu"
     # Chunks per model call (per request for `openai`). Unset: the provider's own
     # default (docflow.embedder.providers.DEFAULT_BATCH_SIZE): 16 for minilm, the
     # fastest batch on CPU (bench/, docs/benchmarks.md), 64 for HTTP endpoints.
@@ -345,6 +349,9 @@ class Settings(BaseSettings):
         if self.idempotency_lease_seconds > self.idempotency_ttl_seconds:
             raise ValueError(f"DOCFLOW_IDEMPOTENCY_LEASE_SECONDS ({self.idempotency_lease_seconds}) must not exceed "
                              f"DOCFLOW_IDEMPOTENCY_TTL_SECONDS ({self.idempotency_ttl_seconds})")
+        if self.minilm_device == "cuda" and self.minilm_runtime != "torch":
+            raise ValueError(f"DOCFLOW_MINILM_DEVICE=cuda needs DOCFLOW_MINILM_RUNTIME=torch (not "
+                             f"{self.minilm_runtime!r}): the ONNX runtimes run on CPU only")
         if self.reranker == "http" and not self.reranker_url:
             raise ValueError("DOCFLOW_RERANKER=http needs DOCFLOW_RERANKER_URL (the service's /rerank endpoint)")
 

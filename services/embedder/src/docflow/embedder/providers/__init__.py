@@ -34,7 +34,7 @@ def create_provider(settings: Settings, pool_processes: int | None = None) -> Em
     if settings.embedder == "minilm":
         threads = threads_per_process(pool_processes or settings.worker_concurrency)
         if settings.minilm_runtime == "torch":
-            return MiniLMProvider(batch_size=batch_size(settings), threads=threads)
+            return MiniLMProvider(batch_size=batch_size(settings), threads=threads, device=settings.minilm_device)
         return MiniLMOnnxProvider(runtime=settings.minilm_runtime,
                                   model_dir=settings.minilm_onnx_dir or default_onnx_dir(),
                                   batch_size=batch_size(settings), threads=threads)
@@ -65,10 +65,10 @@ def describe(settings: Settings) -> dict[str, object]:
     loaded: a worker's main process answers with it, its pool processes hold the model).
 
     `dimensions` and `model_id` are null for `openai` until a vector was seen: an
-    endpoint's width is only known from its answer.
+    endpoint's width is only known from its answer; so is `device` (the server's own).
     """
     provider = create_provider(settings, pool_processes=1)
     dimensions = {"minilm": MODEL_DIMENSIONS, "hash": settings.hash_dimensions}.get(settings.embedder)
     return {"provider": provider.name, "model": provider.model_name, "runtime": provider.runtime,
-            "dimensions": dimensions,
+            "device": getattr(provider, "device", None), "dimensions": dimensions,
             "model_id": model_identity(provider.name, provider.model_name, dimensions) if dimensions else None}

