@@ -41,6 +41,9 @@ def test_every_format_completes(ingested):
         assert record["progress"] == 100
         assert record["chunks"] >= 1 and record["vectors"] == record["chunks"], kind
         assert record["error"] is None
+        # The model its vectors come from (the index's), and the default runtime.
+        assert (record["embedding_model"], record["embedding_runtime"]) == ("minilm:all-MiniLM-L6-v2:384",
+                                                                            "onnx-int8"), kind
     assert ingested["pdf"]["pages"] == 3
     assert ingested["scan"]["pages"] == 1
 

@@ -83,6 +83,11 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
             # embeds, else one (a query-only embedder loads one model).
             expected = default_concurrency(stage, "minilm") if role is WorkerRole.DOCUMENT else 1
             assert found[0]["concurrency"] == expected
+            # Embedders say what they embed with; other workers have nothing to say.
+            expected_embedder = ({"provider": "minilm", "model": "all-MiniLM-L6-v2", "runtime": "onnx-int8",
+                                  "device": "cpu", "dimensions": 384, "model_id": "minilm:all-MiniLM-L6-v2:384"}
+                                 if stage is Stage.EMBED else None)
+            assert found[0]["embedder"] == expected_embedder, found[0]
     assert queues_of_role(Stage.EMBED, WorkerRole.DOCUMENT) == queues_of_stage(Stage.EMBED)
 
     # Long enough that the embed task runs for seconds: each admin call waits up to a
