@@ -60,6 +60,8 @@ def test_enqueued_message_is_a_claim_check_for_the_whole_chain(gateway, broker):
         "content_type": "text/plain",
         "original_key": f"tenants/tenant-a/documents/{accepted['document_id']}/original",
         "chunks_key": None, "embeddings_key": None,
+        # Filled in by the embedder, for the indexer (docflow.shared.embedding_models).
+        "embedding_model": None, "embedding_runtime": None,
     }
     # The rest of the chain travels with it, by name, with derived ids.
     assert [(s["task"], s["options"]["task_id"]) for s in reversed(message.chain)] == [

@@ -54,9 +54,7 @@ import redis
 import structlog
 from fastapi import HTTPException, Request, status
 from kombu.exceptions import OperationalError
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-from starlette.requests import ClientDisconnect
+from python_multipart.multipart import parse_options_header
 
 from docflow.gateway.dependencies import Services
 from docflow.gateway.duplicates import OnDuplicate
@@ -66,12 +64,12 @@ from docflow.gateway.intake import accept_upload
 from docflow.gateway.metrics import DOCUMENTS_REJECTED, rejection_reason
 from docflow.gateway.uploads import (
     FILE_FIELD,
-    MAX_PART_HEADER_BYTES,
     METADATA_FIELD,
     SPOOL_IN_MEMORY_BYTES,
     Upload,
     _boundary,
     _FormCollector,
+    feed_multipart,
     parse_metadata,
 )
 from docflow.shared.errors import TransientError
@@ -195,31 +193,13 @@ async def receive_batch(request: Request, max_file_bytes: int, max_files: int, m
     if declared.isdigit() and int(declared) > max_body_bytes:
         raise _batch_too_large(max_body_bytes)
     collector = _BatchCollector(max_file_bytes, max_files)
-    parser = MultipartParser(boundary, collector.callbacks(), max_header_size=MAX_PART_HEADER_BYTES)
-    body_bytes = 0
+    await feed_multipart(request, boundary, collector, max_body_bytes, lambda: _batch_too_large(max_body_bytes))
     try:
-        async for chunk in request.stream():
-            body_bytes += len(chunk)
-            if body_bytes > max_body_bytes:
-                raise _batch_too_large(max_body_bytes)
-            parser.write(chunk)
-        parser.finalize()
-        if parser.state != MultipartState.END:
-            # python-multipart's finalize does not check this: a body cut off inside a
-            # part would otherwise pass its last file on truncated.
-            raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                "malformed multipart body: it ends before its closing boundary")
         if not collector.files:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 f"no '{FILE_FIELD}' parts: send each document as a '{FILE_FIELD}' field")
         raw_metadata = None if collector.metadata_bytes is None else bytes(collector.metadata_bytes)
         metadata = parse_metadata(raw_metadata)
-    except MultipartParseError as exc:
-        collector.close()
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}") from None
-    except ClientDisconnect:
-        collector.close()
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "client disconnected during upload") from None
     except BaseException:
         collector.close()
         raise

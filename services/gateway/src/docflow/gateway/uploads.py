@@ -10,6 +10,7 @@ its bytes arrive (duplicate detection, idempotency fingerprints), not by a secon
 
 import hashlib
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
 from typing import Any
@@ -162,24 +163,23 @@ def parse_metadata(raw: bytes | None) -> dict[str, Any]:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
-async def receive_upload(request: Request, max_file_bytes: int) -> Upload:
-    """The upload, or an HTTPException (400/413/415/422) as soon as it is known to be bad."""
-    boundary = _boundary(request)
-    max_body_bytes = max_file_bytes + FORM_OVERHEAD_BYTES
-    _check_declared_length(request, max_body_bytes, max_file_bytes)
-    collector = _FormCollector(max_file_bytes)
+async def feed_multipart(request: Request, boundary: bytes, collector, max_body_bytes: int,
+                         too_large: Callable[[], HTTPException]) -> None:
+    """Stream the body through python-multipart into `collector`'s callbacks, at most
+    `max_body_bytes` of it (else `too_large()`); a malformed, cut-off or abandoned body
+    is a 400. On any failure the collector is closed (what it spooled is removed)."""
     parser = MultipartParser(boundary, collector.callbacks(), max_header_size=MAX_PART_HEADER_BYTES)
     body_bytes = 0
     try:
         async for chunk in request.stream():
             body_bytes += len(chunk)
             if body_bytes > max_body_bytes:
-                raise _too_large(max_file_bytes)
+                raise too_large()
             parser.write(chunk)
         parser.finalize()
         if parser.state != MultipartState.END:
-            # python-multipart's finalize does not check this: a body cut off inside the
-            # file part would otherwise be stored as a truncated document.
+            # python-multipart's finalize does not check this: a body cut off inside a
+            # file part would otherwise be taken as a truncated document.
             raise MultipartParseError("it ends before its closing boundary")
     except MultipartParseError as exc:
         collector.close()
@@ -190,6 +190,15 @@ async def receive_upload(request: Request, max_file_bytes: int) -> Upload:
     except BaseException:
         collector.close()
         raise
+
+
+async def receive_upload(request: Request, max_file_bytes: int) -> Upload:
+    """The upload, or an HTTPException (400/413/415/422) as soon as it is known to be bad."""
+    boundary = _boundary(request)
+    max_body_bytes = max_file_bytes + FORM_OVERHEAD_BYTES
+    _check_declared_length(request, max_body_bytes, max_file_bytes)
+    collector = _FormCollector(max_file_bytes)
+    await feed_multipart(request, boundary, collector, max_body_bytes, lambda: _too_large(max_file_bytes))
     if collector.file is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             f"missing form field '{FILE_FIELD}' (the document to ingest)")
