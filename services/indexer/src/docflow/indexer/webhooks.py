@@ -31,6 +31,7 @@ A webhook deleted meanwhile drops its pending deliveries.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import socket
 import threading
@@ -68,7 +69,9 @@ USER_AGENT = "docflow-webhooks/1.0"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # How a try's host is resolved (tests map names to addresses without DNS).
 RESOLVER: Resolver = system_resolver
-
+# httpx logs every request's full URL at INFO: a webhook URL's query often holds a token
+# of the receiver's, which has no place in logs. Failures are logged without it.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def backoff_seconds(settings: Settings, retries: int) -> float:
