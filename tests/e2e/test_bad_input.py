@@ -74,11 +74,12 @@ def test_the_workers_survive_and_keep_serving(stack, api_a, failed):
 
 def raw_upload(api, filename: bytes, data: bytes):
     """A multipart upload with the file name's bytes exactly as given: no client
-    escaping (httpx would percent-encode CR, LF and NUL)."""
+    escaping (httpx would percent-encode CR, LF and NUL). Always a new document
+    (on_duplicate=new): the cases share their bytes and differ only by name."""
     boundary = b"docflow-hostile-name"
     body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="' + filename +
             b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + data + b"\r\n--" + boundary + b"--\r\n")
-    return api.http.post("/v1/documents", content=body,
+    return api.http.post("/v1/documents", params={"on_duplicate": "new"}, content=body,
                          headers={"Content-Type": f"multipart/form-data; boundary={boundary.decode()}"})
 
 

@@ -152,12 +152,6 @@ class Settings(BaseSettings):
     # A DOCX is a zip: the sizes its entries declare are checked before python-docx
     # inflates anything (zip bombs); see readers/word.py.
     max_docx_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
-
-    # --- Embedder -----------------------------------------------------------------
-    embedder: Literal["minilm", "openai", "hash"] = "minilm"
-    # How the bundled MiniLM runs: `torch` (sentence-transformers), `onnx` (the same
-    # model exported to ONNX, fp32) or `onnx-int8` (most MatMul weights quantized per
-    # channel). The default is the fastest that passes the quality gate in
     # Documents submitted as a URL are fetched by the extractor (docflow.extractor.fetch)
     # under the address rules of docflow.shared.url_safety: true lets it (and the webhook
     # sender) reach loopback, private and link-local addresses (an intranet, tests);
@@ -169,6 +163,12 @@ class Settings(BaseSettings):
     fetch_read_timeout_seconds: float = Field(default=30.0, gt=0)
     fetch_total_timeout_seconds: float = Field(default=120.0, gt=0)
     fetch_max_redirects: int = Field(default=5, ge=0, le=20)
+
+    # --- Embedder -----------------------------------------------------------------
+    embedder: Literal["minilm", "openai", "hash"] = "minilm"
+    # How the bundled MiniLM runs: `torch` (sentence-transformers), `onnx` (the same
+    # model exported to ONNX, fp32) or `onnx-int8` (most MatMul weights quantized per
+    # channel). The default is the fastest that passes the quality gate in
     # tests/quality/ (nDCG@10 on Cranfield within 0.005 of torch, cosine >= 0.98 per
     # chunk): int8, 0.3749 vs torch's 0.3703. The ONNX files are built at install time
     # into `minilm_onnx_dir` (unset: inside the Python environment, see
@@ -276,17 +276,17 @@ class Settings(BaseSettings):
     dead_letter_max_age_seconds: int = Field(default=30 * 24 * 3600, ge=0)
     dead_letter_max_count: int = Field(default=10_000, ge=0)
     worker_concurrency: int = Field(default=1, gt=0)
+    # CPU niceness a worker takes at start (its pool processes inherit it). Document and
+    # maintenance workers run at 10 in `make run` and the chart, query-only workers at 0:
+    # where they share cores, the kernel then gives a search's work the CPU first, and a
+    # bulk ingest only what searches leave.
+    worker_nice: int = Field(default=0, ge=0, le=19)
 
     # --- Observability ----------------------------------------------------------------
     log_level: str = "INFO"
     # Workers serve Prometheus metrics on this port (the gateway serves /metrics on
     # its own HTTP port).
     metrics_port: int = Field(default=9100, gt=0, lt=65536)
-    # CPU niceness a worker takes at start (its pool processes inherit it). Document and
-    # maintenance workers run at 10 in `make run` and the chart, query-only workers at 0:
-    # where they share cores, the kernel then gives a search's work the CPU first, and a
-    # bulk ingest only what searches leave.
-    worker_nice: int = Field(default=0, ge=0, le=19)
     # In a pod every interface (Prometheus scrapes the pod IP); the local stack uses
     # 127.0.0.1.
     metrics_host: str = "0.0.0.0"
