@@ -106,12 +106,14 @@ def settings(redis_server, redis_client) -> Settings:
 
 
 @pytest.fixture
-def notify_worker(redis_server, redis_client, tmp_path):
-    """The indexer's notify worker (-Q docflow.webhooks, and the dispatcher), as `make run` runs it."""
+def notify_worker(request, redis_server, redis_client, tmp_path):
+    """The indexer's notify worker (-Q docflow.webhooks, and the dispatcher), as `make run` runs it;
+    a test may override settings with `@pytest.mark.parametrize("notify_worker", [{...}], indirect=True)`."""
     metrics_port = free_port()
     multiproc = tmp_path / "metrics"
     multiproc.mkdir()
-    env = {**os.environ, **WORKER_ENV, "DOCFLOW_REDIS_URL": redis_server.url, "DOCFLOW_METRICS_HOST": "127.0.0.1",
+    env = {**os.environ, **WORKER_ENV, **getattr(request, "param", {}),
+           "DOCFLOW_REDIS_URL": redis_server.url, "DOCFLOW_METRICS_HOST": "127.0.0.1",
            "DOCFLOW_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
            "DOCFLOW_LANCEDB_URI": str(tmp_path / "lancedb"), "DOCFLOW_VECTOR_STORE": "lancedb"}
     log = open(tmp_path / "notify.log", "w")
@@ -292,6 +294,9 @@ def test_the_signature_is_standard_webhooks():
 
 
 # --- a real notify worker ---------------------------------------------------------------------
+# Tries enough to outlast the receiver's downtime: with full jitter a retry may come at
+# once, so 4 tries (the other tests') could all be spent while it is down (CI saw it).
+@pytest.mark.parametrize("notify_worker", [{"DOCFLOW_WEBHOOK_MAX_ATTEMPTS": "30"}], indirect=True)
 def test_a_receiver_down_for_a_while_then_back_gets_every_event_signed_with_one_id_per_delivery(
         redis_client, notify_worker):
     port = free_port()
