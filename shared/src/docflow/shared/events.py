@@ -134,13 +134,6 @@ def events_key(prefix: str, tenant: str) -> str:
     return _KEY_FORMAT.format(prefix=prefix, tenant=tenant)
 
 
-def events_key_lua(prefix: str) -> str:
-    """A Lua function `events_key(tenant)` spelling `events_key` (for the status scripts)."""
-    head, tail = _KEY_FORMAT.format(prefix=prefix, tenant="\0").split("\0")
-    spelled = f"{json.dumps(head)} .. tenant .. {json.dumps(tail)}"
-    return f"local function events_key(tenant) return {spelled} end\n"
-
-
 def id_tuple(entry_id: str) -> tuple[int, int]:
     millis, _, seq = entry_id.partition("-")
     return int(millis), int(seq)

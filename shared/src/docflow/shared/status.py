@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,9 +28,9 @@ import redis
 from pydantic import BaseModel, Field
 
 from docflow.shared.errors import ErrorCode
-from docflow.shared.events import RECORD_FIELDS, EventType, deleted_entry, entry, events_key, events_key_lua
+from docflow.shared.events import RECORD_FIELDS, EventType, deleted_entry, entry, events_key
 from docflow.shared.names import KEY_PREFIX
-from docflow.shared.webhooks import notifications_key
+from docflow.shared.webhooks import notifications_key, webhooks_key
 
 # The statuses and their forward order are the pipeline's shape (pipeline_shape); they
 # are imported from here too, beside the records that carry them.
@@ -95,6 +96,18 @@ DEFAULT_EVENTS_MAX_LEN = 10_000
 DEFAULT_NOTIFICATIONS_MAX_LEN = 100_000
 
 
+def record_key(prefix: str, document_id: str) -> str:
+    """A document's record (a Redis hash)."""
+    return f"{prefix}doc:{document_id}"
+
+
+def _tenant_key_lua(name: str, key_of: Callable[[str], str]) -> str:
+    """A Lua function `name(tenant)` spelling the key `key_of(tenant)` returns, so the
+    status scripts use the Python key functions' spelling instead of a copy of it."""
+    head, tail = key_of("\0").split("\0")
+    return f"local function {name}(tenant) return {json.dumps(head)} .. tenant .. {json.dumps(tail)} end\n"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -155,7 +168,7 @@ end
 _NOTIFY_LUA = """
 local function notify(final)
   local f = redis.call('HMGET', KEYS[1], 'document_id', 'tenant', 'version', 'error', 'updated_at')
-  if redis.call('EXISTS', @PREFIX@ .. 'tenant:' .. f[2] .. ':webhooks') == 0 then return end
+  if redis.call('EXISTS', webhooks_key(f[2])) == 0 then return end
   redis.call('XADD', @NOTIFY_KEY@, 'MAXLEN', '~', @NOTIFY_MAX_LEN@, '*', 'tenant', f[2], 'document_id', f[1],
              'status', final, 'version', f[3] or '', 'error', f[4] or '', 'timestamp', f[5] or '')
 end
@@ -337,7 +350,7 @@ class StatusStore:
         self.events_max_len = events_max_len
         # Every script that moves a status also moves the document between status sets,
         # and appends its event to the tenant's stream.
-        events = (events_key_lua(prefix) + _EVENTS_LUA
+        events = (_tenant_key_lua("events_key", lambda tenant: events_key(prefix, tenant)) + _EVENTS_LUA
                   .replace("@EVENT_FIELDS@", "{" + ", ".join(json.dumps(f) for f in RECORD_FIELDS) + "}")
                   .replace("@MAX_LEN@", str(int(events_max_len))))
         prelude = events + (_REINDEX_LUA.replace("@PREFIX@", json.dumps(prefix))
@@ -345,7 +358,8 @@ class StatusStore:
                                                        for s in sorted(FINAL_STATUSES)) + "}")
                    .replace("@QUEUED@", json.dumps(DocumentStatus.QUEUED.value))
                    .replace("@FAILED@", json.dumps(DocumentStatus.FAILED.value)))
-        prelude += (_NOTIFY_LUA.replace("@PREFIX@", json.dumps(prefix))
+        prelude += _tenant_key_lua("webhooks_key", lambda tenant: webhooks_key(prefix, tenant))
+        prelude += (_NOTIFY_LUA
                     .replace("@NOTIFY_KEY@", json.dumps(notifications_key(prefix)))
                     .replace("@NOTIFY_MAX_LEN@", str(int(notifications_max_len))))
         undone = ", ".join(json.dumps(name) for name in _UNDONE_ON_RESTART)
@@ -366,7 +380,7 @@ class StatusStore:
         return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
 
     def _doc_key(self, document_id: str) -> str:
-        return f"{self.prefix}doc:{document_id}"
+        return record_key(self.prefix, document_id)
 
     def record_key(self, document_id: str) -> str:
         """The document's hash (the gateway's event streams read it with the stream's head

@@ -57,6 +57,7 @@ from docflow.shared.pipeline_shape import FINAL_STATUSES, DocumentStatus
 from docflow.shared.redis_connection import redis_client
 from docflow.shared.settings import Settings
 from docflow.shared.stage_task import DocflowTask
+from docflow.shared.status import record_key
 from docflow.shared.url_safety import (ResolutionFailed, Resolver, UrlRefused, parse_url, resolve_checked,
                                        system_resolver)
 from docflow.shared.webhooks import (EVENT_OF_STATUS, WebhookEvent, WebhookStore, batch_key, batch_of_key,
@@ -288,7 +289,7 @@ class Dispatcher:
         document_ids = list(dict.fromkeys(e["document_id"] for e in entries if e.get("document_id")))
         pipe = self.redis.pipeline(transaction=False)
         for document_id in document_ids:
-            pipe.hmget(f"{self.prefix}doc:{document_id}", "tenant", "status")
+            pipe.hmget(record_key(self.prefix, document_id), "tenant", "status")
         counts: dict[str, int] = {}
         for owner, state in pipe.execute():
             state = state if owner == tenant and state else "deleted"
