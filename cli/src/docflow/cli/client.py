@@ -95,6 +95,13 @@ class GatewayClient:
             return self._request("POST", "/v1/batches", files=files, data=data, params=params,
                                  headers=headers).json()
 
+    def submit_url(self, url: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST /v1/documents with `{url, metadata}`: a document the extractor fetches (202)."""
+        body: dict[str, Any] = {"url": url}
+        if metadata:
+            body["metadata"] = metadata
+        return self._request("POST", "/v1/documents", json=body).json()
+
     def document(self, document_id: str) -> dict[str, Any]:
         return self._request("GET", _document_path(document_id)).json()
 

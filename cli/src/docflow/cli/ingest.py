@@ -75,6 +75,22 @@ def upload_all(client: GatewayClient, paths: list[Path], metadata: dict[str, Any
     return outcomes
 
 
+def submit_all_urls(client: GatewayClient, urls: list[str], metadata: dict[str, Any] | None,
+                    errors: Console) -> list[Outcome]:
+    """Hand in every URL; a refused one is recorded and the others still go."""
+    outcomes = []
+    for url in urls:
+        outcome = Outcome(file=url)
+        try:
+            outcome.document_id = client.submit_url(url, metadata)["document_id"]
+        except ApiError as exc:
+            outcome.status, outcome.error = UPLOAD_FAILED, exc.detail
+            errors.print(f"[red]✗[/red] {escape(url)}: rejected (HTTP {exc.status_code}): {escape(exc.detail)}",
+                         highlight=False, soft_wrap=True)
+        outcomes.append(outcome)
+    return outcomes
+
+
 def _refresh(client: GatewayClient, outcome: Outcome) -> None:
     try:
         document = client.document(outcome.document_id or "")

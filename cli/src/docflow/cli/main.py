@@ -18,7 +18,7 @@ from docflow.cli import render
 from docflow.cli.render import SearchMode
 from docflow.cli.batches import DEFAULT_BATCH_SIZE, files_of, upload_batches
 from docflow.cli.client import ApiError, GatewayClient, GatewayUnreachable
-from docflow.cli.ingest import OnDuplicate, follow, upload_all
+from docflow.cli.ingest import OnDuplicate, Outcome, follow, submit_all_urls, upload_all
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -108,13 +108,40 @@ def ingest(
             outcomes = upload_batches(client, paths, parsed_metadata, context.err, choice, batch_size)
         else:
             outcomes = upload_all(client, paths, parsed_metadata, context.err, choice)
-        if no_wait:
-            for outcome in outcomes:
-                if outcome.document_id:
-                    typer.echo(outcome.document_id)
-        else:
-            follow(client, outcomes, context.err, poll_interval, timeout)
-            context.out.print(render.ingest_summary_table([o.as_row() for o in outcomes]))
+        _follow_to_the_end(context, client, outcomes, no_wait, poll_interval, timeout)
+
+
+@app.command("ingest-url")
+def ingest_url(
+    ctx: typer.Context,
+    urls: Annotated[list[str], typer.Argument(help="http(s) addresses of documents or web pages; the "
+                                                   "extractor fetches each (HTML pages reduced to their main text)")],
+    metadata: Annotated[str | None, typer.Option(help="JSON object stored with every document")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print document ids and return at once")] = False,
+    poll_interval: Annotated[float, typer.Option(
+        min=0.05, help="Seconds between status polls, if the gateway's event stream is unavailable")] = 1.0,
+    timeout: Annotated[float | None,
+                       typer.Option(min=0, help="Give up waiting after this many seconds")] = None,
+) -> None:
+    """Hand in documents by URL, then show their progress until each completes or fails."""
+    context = _context(ctx)
+    parsed_metadata = _parse_metadata(metadata)
+    with context.client() as client:
+        outcomes = submit_all_urls(client, urls, parsed_metadata, context.err)
+        _follow_to_the_end(context, client, outcomes, no_wait, poll_interval, timeout)
+
+
+def _follow_to_the_end(context: Context, client: GatewayClient, outcomes: list[Outcome], no_wait: bool,
+                       poll_interval: float, timeout: float | None) -> None:
+    """Print the ids (--no-wait), or follow every document to a final status and print the
+    summary; exit EXIT_FAILED if any was refused or (followed) did not complete."""
+    if no_wait:
+        for outcome in outcomes:
+            if outcome.document_id:
+                typer.echo(outcome.document_id)
+    else:
+        follow(client, outcomes, context.err, poll_interval, timeout)
+        context.out.print(render.ingest_summary_table([o.as_row() for o in outcomes]))
     if not all(o.document_id for o in outcomes) or (not no_wait and not all(o.succeeded for o in outcomes)):
         raise typer.Exit(EXIT_FAILED)
 
