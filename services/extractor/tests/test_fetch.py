@@ -22,7 +22,7 @@ from fpdf import FPDF
 
 from docflow.extractor.fetch import fetch
 from docflow.extractor.tasks import app, extract_document
-from docflow.shared import artifacts
+from docflow.shared import artifacts, metrics
 from docflow.shared.content_types import HTML, URL_PENDING, ContentType
 from docflow.shared.errors import ErrorCode, PermanentError, TransientError
 from docflow.shared.messages import PipelineMessage, artifact_prefix
@@ -167,6 +167,11 @@ def submit_url(status: StatusStore, url: str) -> dict:
                            original_key=original_key).model_dump()
 
 
+def fetches(outcome: str) -> float:
+    """docflow_url_fetches_total{outcome} as this process's registry counts it now."""
+    return metrics.REGISTRY.get_sample_value("docflow_url_fetches_total", {"outcome": outcome}) or 0.0
+
+
 def failed_with(status: StatusStore, message: dict, code: ErrorCode) -> DocumentRecord:
     result = extract_document.apply(args=[message])
     assert result.failed()
@@ -181,10 +186,12 @@ def test_an_html_page_is_fetched_stored_and_reduced_to_its_main_text(stage, page
     status, storage = stage
     pages.routes["/articles/lighthouses.html"] = lambda h: send(h, 200, PAGE, "text/html; charset=utf-8")
     message = submit_url(status, pages.url("/articles/lighthouses.html"))
+    fetched_before = fetches("ok")
 
     result = extract_document.apply(args=[message])
 
     assert result.successful(), result.traceback
+    assert fetches("ok") == fetched_before + 1, "the fetch is counted by its outcome"
     returned = result.get()
     assert returned["content_type"] == HTML, "the later stages see the judged type"
     record = status.get(message["document_id"])
@@ -351,11 +358,13 @@ def test_a_server_dripping_bytes_is_cut_off_by_the_total_limit(stage, pages):
 def test_a_404_fails_the_document_at_once(stage, pages, redis_client):
     status, _ = stage
     message = submit_url(status, pages.url("/missing.pdf"))
+    failed_before = fetches(ErrorCode.URL_HTTP_ERROR.value)
 
     record = failed_with(status, message, ErrorCode.URL_HTTP_ERROR)
 
     assert "404" in record.error.message
     assert pages.hits["/missing.pdf"] == 1, "a 404 is permanent: not retried"
+    assert fetches(ErrorCode.URL_HTTP_ERROR.value) == failed_before + 1, "a failed fetch is counted by its code"
     assert record.content_type == URL_PENDING, "nothing was fetched"
 
 

@@ -77,6 +77,13 @@ PAGES_EXTRACTED = Counter("docflow_pages_extracted_total",
 PAGES_OCR = Counter("docflow_pages_ocr_total",
                     "Pages read by OCR: PDF pages without a text layer and image frames",
                     ["reader"], registry=REGISTRY)
+# A document by URL: every fetch attempt (a retried one counts again), by outcome: `ok`
+# or its url_* error code; the seconds from the first request to the last byte.
+URL_FETCHES = Counter("docflow_url_fetches_total", "Fetches of documents submitted by URL, by outcome",
+                      ["outcome"], registry=REGISTRY)
+URL_FETCH_SECONDS = Histogram("docflow_url_fetch_duration_seconds",
+                              "Time to fetch a document submitted by URL (redirects included)",
+                              ["outcome"], buckets=TASK_SECONDS_BUCKETS, registry=REGISTRY)
 CHUNKS_PRODUCED = Counter("docflow_chunks_produced_total", "Chunks the extractor wrote",
                           ["content_type"], registry=REGISTRY)
 EMBEDDINGS_COMPUTED = Counter("docflow_embeddings_computed_total", "Chunk embeddings computed",

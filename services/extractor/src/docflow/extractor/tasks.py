@@ -13,6 +13,7 @@ on it is a document like any upload (a retry of the run, or a reprocess, reads t
 stored original instead of fetching again).
 """
 
+import time
 from typing import Any
 
 import structlog
@@ -20,16 +21,17 @@ from celery.exceptions import Ignore
 
 from docflow.extractor.chunking import chunk_pages
 from docflow.extractor.fanout import fan_out_signature, keep_opened, should_fan_out
-from docflow.extractor.fetch import fetch
+from docflow.extractor.fetch import Fetched, fetch
 from docflow.extractor.pages import Every, Progress, page_count
 from docflow.extractor.readers import read_document, require_text
 from docflow.extractor.readers.pdf import open_pdf, read_pdf_pages
 from docflow.extractor.worker import app
 from docflow.shared import artifacts, metrics
 from docflow.shared.content_types import URL_PENDING, ContentType
-from docflow.shared.errors import ErrorCode, PermanentError
+from docflow.shared.errors import ErrorCode, PermanentError, PipelineError
 from docflow.shared.messages import PipelineMessage
 from docflow.shared.names import Task
+from docflow.shared.settings import Settings
 from docflow.shared.stage_task import StageTask
 
 log = structlog.get_logger(__name__)
@@ -79,13 +81,26 @@ def _fetched_original(task: StageTask, msg: PipelineMessage) -> tuple[PipelineMe
         return msg.model_copy(update={"content_type": record.content_type}), task.storage.get(msg.original_key)
     if not record.source_url:
         raise PermanentError(ErrorCode.INTERNAL_ERROR, "the document is awaiting a fetch but records no URL")
-    fetched = fetch(record.source_url, task.settings)
+    fetched = _timed_fetch(record.source_url, task.settings)
     if not task.store_artifacts(msg, {msg.original_key: fetched.data}):
         raise Ignore()
     task.status.update(msg.document_id, msg.version, content_type=fetched.content_type,
                        size_bytes=len(fetched.data), filename=fetched.filename)
     log.info("document fetched", content_type=fetched.content_type, size_bytes=len(fetched.data))
     return msg.model_copy(update={"content_type": fetched.content_type}), fetched.data
+
+
+def _timed_fetch(url: str, settings: Settings) -> Fetched:
+    """fetch(), counted and timed by outcome (`ok` or the failure's error code)."""
+    started, outcome = time.monotonic(), "ok"
+    try:
+        return fetch(url, settings)
+    except PipelineError as exc:
+        outcome = exc.code.value
+        raise
+    finally:
+        metrics.URL_FETCHES.labels(outcome).inc()
+        metrics.URL_FETCH_SECONDS.labels(outcome).observe(time.monotonic() - started)
 
 
 def _page_reporter(task: StageTask, msg: PipelineMessage, due: Every | None = None) -> Progress:
