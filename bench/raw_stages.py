@@ -3,6 +3,8 @@
     python -m bench.raw_stages pypdf <pdf>...                 -> {"pages", "seconds"}
     python -m bench.raw_stages encode <texts.json> <batch>... -> {"by_batch": {batch: chunks/s}}
     python -m bench.raw_stages lancedb <uri> <artifact dir>...-> {"vectors", "seconds"}
+    python -m bench.raw_stages runtime <torch|onnx|onnx-int8> <texts.json> <batch>...
+                                                              -> {"by_batch": {batch: chunks/s}}
 
 Each prints one JSON object on stdout. Run as a subprocess, so its threads and memory
 never mix with the benchmark driver's.
@@ -54,6 +56,27 @@ def encode_rates(texts_path: str, batch_sizes: list[int], repeats: int = 1) -> d
     return {"chunks": len(texts), "by_batch": rates}
 
 
+def runtime_rates(runtime: str, texts_path: str, batch_sizes: list[int]) -> dict:
+    """One MiniLM runtime on its own, every core: torch through SentenceTransformer.encode,
+    the ONNX files through the embedder's provider class (tokenizer + session + pooling)."""
+    if runtime == "torch":
+        return encode_rates(texts_path, batch_sizes)
+    import os
+
+    from docflow.embedder.providers import MiniLMOnnxProvider, default_onnx_dir
+
+    texts = json.loads(Path(texts_path).read_text())
+    rates: dict[int, float] = {}
+    for batch_size in batch_sizes:
+        provider = MiniLMOnnxProvider(runtime=runtime, model_dir=default_onnx_dir(), batch_size=batch_size,
+                                      threads=os.cpu_count() or 1)
+        provider.embed(texts[:32])  # warm up: the first runs allocate
+        started = time.perf_counter()
+        provider.embed(texts)
+        rates[batch_size] = len(texts) / (time.perf_counter() - started)
+    return {"chunks": len(texts), "by_batch": rates}
+
+
 def lancedb_add(uri: str, folders: list[str]) -> dict:
     """Append each document's vectors with `table.add`: no ids to match, no upsert."""
     import lancedb
@@ -97,6 +120,8 @@ def main(argv: list[str]) -> None:
         result = pypdf_pages(rest)
     elif command == "encode":
         result = encode_rates(rest[0], [int(b) for b in rest[1:]])
+    elif command == "runtime":
+        result = runtime_rates(rest[0], rest[1], [int(b) for b in rest[2:]])
     elif command == "lancedb":
         result = lancedb_add(rest[0], rest[1:])
     else:

@@ -125,6 +125,10 @@ def targets(results: dict) -> list[dict]:
         rows.append({"section": "11", "what": f"Search idle: REST p50 at {ingest['documents']:,} documents",
                      "docflow": f"{idle['p50_ms']:.1f} ms", "reference": "", "ratio": "", "target": "≤ 30 ms",
                      "met": idle["p50_ms"] <= 30})
+    if "embed_runtimes" in results:
+        from bench.embed_runtimes import targets as embed_runtime_targets
+
+        rows += embed_runtime_targets(results["embed_runtimes"])
     return rows
 
 
@@ -422,6 +426,11 @@ def render(results: dict, notes: str = "") -> str:
                 "What a 202 costs when Redis fsyncs every write (`appendfsync always`, the durable mode) "
                 "against once a second (`everysec`, the default); `python -m bench.durability`. What each mode "
                 "guarantees: docs/reliability.md.", "", durability_table(results["durability"]), ""]
+    if "embed_runtimes" in results:
+        from bench.embed_runtimes import report as embed_runtimes_section
+
+        out += embed_runtimes_section(results["embed_runtimes"],
+                                      _measured(results, "python -m bench.run --only embed_runtimes"))
     out += ["## Rerun", "", "```sh",
             "make bench    # about 45-60 minutes here; rewrites this file and .data/bench/results.json",
             ".venv/bin/python -m bench.run --only scale   # some sections: rewrites only their parts of this file",
@@ -435,7 +444,8 @@ def render(results: dict, notes: str = "") -> str:
 # Which numbered parts of the report each section of `bench/run.py` writes.
 SECTION_NUMBERS = {"upload": ("1",), "pipeline": ("2", "6"), "stages": ("3",), "fanout": ("4",), "growth": ("5",),
                    "quality": ("7",), "footprint": ("8",), "corpus_growth": ("9",), "scale": ("10",),
-                   "search_ingest": ("11",), "durability": ("12",)}
+                   "search_ingest": ("11",), "durability": ("12",),
+                   "embed_runtimes": ("13",)}
 _ROW = re.compile(r"^\| (\d+) \|")
 
 

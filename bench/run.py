@@ -2,7 +2,8 @@
 reference in the same run, then the report rewritten.
 
     .venv/bin/python -m bench.run [--quick] [--only upload,pipeline,stages,fanout,growth,quality,footprint,
-                                                    corpus_growth,scale,search_ingest,durability]
+                                                    corpus_growth,scale,search_ingest,durability,
+                                                    embed_runtimes]
 
 The machines this runs on are small (2 cores) and shared, so absolute numbers drift
 from run to run; each figure is a ratio of two measurements taken back to back
@@ -56,7 +57,7 @@ PEER_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 CONTENT_TYPES = {"pdf": ContentType.PDF, "docx": ContentType.DOCX, "txt": ContentType.TEXT}
 CORPUS_VERSION = "v1"
 ALL_SECTIONS = ("upload", "pipeline", "stages", "fanout", "growth", "quality", "footprint",
-                "corpus_growth", "scale", "search_ingest", "durability")
+                "corpus_growth", "scale", "search_ingest", "durability", "embed_runtimes")
 
 
 def log(message: str) -> None:
@@ -393,7 +394,7 @@ def main() -> int:
         results["upload"] = bench_upload(args.quick)
 
     needs_stack = sections & {"pipeline", "stages", "fanout", "growth"}
-    if needs_stack:
+    if needs_stack or "embed_runtimes" in sections:
         scale = 0.3 if args.quick else 1.0
         log("generating the corpus (cached under .data/bench/cache)")
         corpus_dir = CACHE / f"corpus-{CORPUS_VERSION}-{scale}"
@@ -408,6 +409,7 @@ def main() -> int:
                              "by_kind": {kind: sum(1 for d in documents if d.kind == kind)
                                          for kind in ("pdf", "docx", "txt")},
                              "words_per_page": corpus_mod.WORDS_PER_PAGE}
+    if needs_stack:
         log("starting the local stack (gateway, redis, extractor, embedder, indexer)")
         stack = fresh_stack(WORK / "stack")
         stack.start()
@@ -474,6 +476,13 @@ def main() -> int:
         from bench.durability import bench_durability
 
         results["durability"] = bench_durability(WORK / "durability", quick=args.quick)
+
+    if "embed_runtimes" in sections:
+        log("13. embedding runtimes (torch, onnx, onnx-int8 through the worker and directly)")
+        from bench.embed_runtimes import bench_embed_runtimes
+
+        results["embed_runtimes"] = bench_embed_runtimes(WORK / "embed-runtimes", documents, CONTENT_TYPES,
+                                                         subprocess_json, args.quick)
 
     results["minutes"] = (time.time() - started) / 60
     results["load_after"] = os.getloadavg()
