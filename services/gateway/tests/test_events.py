@@ -247,3 +247,27 @@ def test_streams_are_bounded_and_a_closed_client_frees_its_slot(serve):
             time.sleep(0.02)
     metrics = httpx.get(f"{api.url}/metrics", timeout=10).text
     assert "docflow_gateway_event_streams_open 0.0" in metrics
+
+
+def _latency_samples(route: str) -> tuple[float, float]:
+    """(count, sum) of the gateway's request-duration histogram for GET `route`, now."""
+    from prometheus_client import REGISTRY
+
+    labels = {"method": "GET", "route": route}
+    return (REGISTRY.get_sample_value("docflow_gateway_request_duration_seconds_count", labels) or 0.0,
+            REGISTRY.get_sample_value("docflow_gateway_request_duration_seconds_sum", labels) or 0.0)
+
+
+def test_a_streams_latency_is_the_time_to_its_answer_not_how_long_it_stayed_open(api):
+    route = "/v1/documents/{document_id}/events"
+    document_id = api.upload()
+    count_before, sum_before = _latency_samples(route)
+    with api.document_stream(document_id) as stream:
+        stream.take(1)
+        time.sleep(3)  # the stream stays open, as a client watching a document keeps it
+    deadline = time.monotonic() + 30  # the server sees the disconnect at its next write
+    while _latency_samples(route)[0] == count_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    count_after, sum_after = _latency_samples(route)
+    assert count_after == count_before + 1
+    assert sum_after - sum_before < 1.5, "the three seconds the stream stayed open were counted as latency"

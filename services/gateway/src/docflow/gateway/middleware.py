@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from docflow.gateway.metrics import REQUEST_SECONDS, REQUESTS
 
 REQUEST_ID_HEADER = "X-Request-ID"
+EVENT_STREAM = "text/event-stream"
 # A caller's id is echoed into logs and headers: accept only plain tokens.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -47,22 +48,29 @@ class RequestContextMiddleware:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status_code = 500  # if the app raises before answering
+        # An event stream's answer is its headers: the stream then stays open for
+        # minutes, and timing it to its end would swamp the route's latency histogram.
+        answered_at: float | None = None
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, answered_at
             if message["type"] == "http.response.start":
                 status_code = message["status"]
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+                headers = MutableHeaders(scope=message)
+                headers.append(REQUEST_ID_HEADER, request_id)
+                if headers.get("content-type", "").startswith(EVENT_STREAM):
+                    answered_at = time.perf_counter()
             await send(message)
 
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_request_id)
         finally:
-            elapsed = time.perf_counter() - started
+            ended = time.perf_counter()
+            elapsed = ended - started
             route = _route_template(scope)
             REQUESTS.labels(scope["method"], route, str(status_code)).inc()
-            REQUEST_SECONDS.labels(scope["method"], route).observe(elapsed)
+            REQUEST_SECONDS.labels(scope["method"], route).observe((answered_at or ended) - started)
             log.info("request", method=scope["method"], path=scope["path"], status=status_code,
                      duration_ms=round(elapsed * 1000, 1))
             # Context is left bound: an unhandled error's 500 handler runs after us
