@@ -53,28 +53,34 @@ def logical_lines(text: str) -> list[str]:
     return logical
 
 
-def instructions(service: str) -> list[tuple[str, str]]:
+def instructions(service: str, **overrides: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of services/Dockerfile as built for <service>:
     continuations joined, each stage's ARGs replaced by the service's build args (from
-    skaffold.yaml) or their defaults, as Docker (and the shell of a RUN) would."""
-    result, scope = [], {}
+    skaffold.yaml, then <overrides>) or their defaults, as Docker (and the shell of a RUN)
+    would. An ARG before the first FROM is global: FROM lines see it, stages do not."""
+    given = {**BUILD_ARGS[service], **overrides}
+    result, scope, global_scope = [], {}, None
     for entry in logical_lines((REPO / DOCKERFILE).read_text()):
         name, rest = entry.split(None, 1)
         name = name.upper()
         if name == "FROM":
-            scope = {}  # an ARG is in scope for the rest of its stage only
+            if global_scope is None:
+                global_scope = scope
+            scope = dict(global_scope)  # for the FROM line itself
         if name == "ARG":
             key, _, default = rest.partition("=")
-            scope[key] = BUILD_ARGS[service].get(key, default.strip('"'))
+            scope[key] = given.get(key, default.strip('"'))
         else:
             rest = re.sub(r"\$\{(\w+)\}|\$(\w+)",
                           lambda m: scope.get(m[1] or m[2], m[0]), rest)
         result.append((name, rest))
+        if name == "FROM":
+            scope = {}  # an ARG is in scope for the rest of its stage only
     return result
 
 
-def args_of(service: str, instruction: str) -> list[str]:
-    return [args for name, args in instructions(service) if name == instruction]
+def args_of(service: str, instruction: str, **overrides: str) -> list[str]:
+    return [args for name, args in instructions(service, **overrides) if name == instruction]
 
 
 def build_arg(service: str, name: str) -> str:
@@ -134,6 +140,7 @@ def extras_of(service: str) -> frozenset[str]:
 def test_one_build_per_service_with_build_args_the_dockerfile_declares():
     assert set(BUILD_ARGS) == set(SERVICES)
     declared = {args.partition("=")[0] for args in args_of("gateway", "ARG")}
+    assert {"BASE_IMAGE", "WHEELHOUSE"} <= declared
     for service, build_args in BUILD_ARGS.items():
         assert build_args["SERVICE"] == service
         # Docker ignores a build arg the Dockerfile does not declare: a typo would be silent.
@@ -159,6 +166,14 @@ def test_multi_stage_build_on_a_pinned_slim_base(service):
         image, _, alias = stage.partition(" AS ")
         assert BASE_IMAGE.match(image.strip()), f"base image not pinned by version: {image}"
     assert stages[-1].endswith("AS runtime")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_both_stages_build_from_the_base_image_build_arg(service):
+    """BASE_IMAGE (the offline base of `make base-image` on machines without a registry)
+    replaces the base of both stages; by default both are the pinned slim image."""
+    stages = args_of(service, "FROM", BASE_IMAGE="localhost/docflow-base:bookworm")
+    assert [stage.partition(" AS ")[0] for stage in stages] == ["localhost/docflow-base:bookworm"] * len(stages)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -305,3 +320,43 @@ def test_dockerignore_sends_only_what_the_images_copy():
     for pattern in allowed:
         assert any(fnmatch(source, pattern) for source in copied), f"{pattern} is sent but never copied"
         assert pattern.startswith(("shared/", "services/")), pattern
+
+
+def run_build_stage_installs(service: str, tmp_path, **overrides: str) -> list[list[str]]:
+    """Every pip call the build stage's RUNs make, as a stand-in pip records it: the
+    environment variables that decide where pip looks, then its arguments."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    log = tmp_path / "pip.log"
+    (stubs / "pip").write_text(
+        '#!/bin/sh\nprintf "%s|" "NO_INDEX=${PIP_NO_INDEX-}" "FIND_LINKS=${PIP_FIND_LINKS-}" "$@" >>"$PIP_LOG"\n'
+        'echo >>"$PIP_LOG"\n')
+    (stubs / "pip").chmod(0o755)
+    steps = instructions(service, **overrides)
+    runtime = max(i for i, (name, _) in enumerate(steps) if name == "FROM")
+    for name, run in steps[:runtime]:
+        if name == "RUN" and "pip install" in run:
+            subprocess.run(["sh", "-ec", run], cwd=tmp_path, check=True, timeout=10,
+                           env={"PATH": f"{stubs}:/usr/bin:/bin", "PIP_LOG": str(log)})
+    return [line.rstrip("|").split("|") for line in log.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_with_a_wheelhouse_every_install_reads_it_alone(service, tmp_path):
+    """WHEELHOUSE set (`make images DOCKER=podman`): every pip install, torch's and the
+    build backend's (build isolation reads the same variables) included, finds wheels in
+    that folder only; unset, pip uses the index as before, torch from PyTorch's CPU index."""
+    (tmp_path / "offline").mkdir()
+    offline = run_build_stage_installs(service, tmp_path / "offline", WHEELHOUSE="/wheelhouse")
+    assert offline and all(call[:2] == ["NO_INDEX=1", "FIND_LINKS=/wheelhouse"] for call in offline), offline
+    assert not any("--index-url" in call for call in offline)
+    (tmp_path / "online").mkdir()
+    online = run_build_stage_installs(service, tmp_path / "online")
+    assert len(online) == len(offline)
+    assert all(call[:2] == ["NO_INDEX=", "FIND_LINKS="] for call in online), online
+    torch = [call for call in online if any(arg.startswith("torch==") for arg in call)]
+    if build_arg(service, "TORCH_VERSION"):
+        assert torch[0][-2:] == ["--index-url", "https://download.pytorch.org/whl/cpu"]
+    else:
+        assert not torch
+
