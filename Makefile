@@ -68,8 +68,37 @@ IMAGE_BUILD_ARGS.embedder := --build-arg SERVICE=embedder --build-arg "EXTRAS=[m
   --build-arg TORCH_VERSION=2.13.0 --build-arg PREPARE_MODULE=docflow.embedder.onnx_build
 IMAGE_BUILD_ARGS.indexer := --build-arg SERVICE=indexer
 
+# Where no registry and no package index can be reached from inside a build (podman on
+# these machines, docs/images.md): the base both stages build FROM is made offline
+# (`make base-image`), every wheel comes from a wheelhouse built on the host and mounted
+# into the build, apt reaches Debian over the host's network, and the format is Docker's
+# (OCI images drop HEALTHCHECK). On by default with DOCKER=podman; IMAGE_OFFLINE= turns it off.
+BASE_IMAGE ?= localhost/docflow-base:bookworm
+DOCFLOW_WHEELHOUSE ?= $(HOME)/.cache/docflow/wheelhouse
+IMAGE_OFFLINE ?= $(if $(filter podman,$(notdir $(DOCKER))),1)
+IMAGE_OFFLINE_ARGS := --format docker --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+  --build-arg WHEELHOUSE=/wheelhouse -v $(DOCFLOW_WHEELHOUSE):/wheelhouse:ro
+
+.PHONY: podman-setup base-image wheelhouse test-deploy
+
+## podman-setup: install podman, runc and debootstrap and the engine settings containers need here (idempotent)
+podman-setup:
+	bash scripts/podman_setup.sh
+
+## base-image: Debian bookworm + Python 3.11 by debootstrap, imported as BASE_IMAGE (cached in podman's storage)
+base-image: podman-setup
+	bash scripts/base_image.sh $(BASE_IMAGE)
+
+## wheelhouse: every wheel the four images install, built on the host into DOCFLOW_WHEELHOUSE (cached)
+wheelhouse: base-image
+	bash scripts/wheelhouse.sh $(DOCFLOW_WHEELHOUSE) $(BASE_IMAGE)
+
+## test-deploy: build the images with podman and run the chart under `podman kube play` (tests/podman)
+test-deploy: install podman-setup
+	$(PY) -m pytest tests/podman
+
 ## images: build one image per service, context = repository root (IMAGE_REGISTRY, IMAGE_TAG, DOCKER=podman)
-images:
+images: $(if $(IMAGE_OFFLINE),base-image wheelhouse)
 	@if ! command -v $(DOCKER) >/dev/null 2>&1 || ! $(DOCKER) info >/dev/null 2>&1; then \
 	  echo "make images: no container engine here ('$(DOCKER)' is missing or its daemon is not running)." >&2; \
 	  echo "Build where Docker runs (or set DOCKER=podman), or let skaffold build: see deploy/README.md." >&2; \
@@ -78,6 +107,7 @@ images:
 	@$(foreach svc,$(IMAGE_SERVICES),\
 	  echo "==> $(IMAGE_REGISTRY)/docflow-$(svc):$(IMAGE_TAG)" && \
 	  DOCKER_BUILDKIT=1 $(DOCKER) build -f services/Dockerfile $(IMAGE_BUILD_ARGS.$(svc)) \
+	    $(if $(IMAGE_OFFLINE),$(IMAGE_OFFLINE_ARGS)) \
 	    -t $(IMAGE_REGISTRY)/docflow-$(svc):$(IMAGE_TAG) . && ) true
 
 # --- Benchmarks -------------------------------------------------------------------------

@@ -360,3 +360,20 @@ def test_with_a_wheelhouse_every_install_reads_it_alone(service, tmp_path):
     else:
         assert not torch
 
+
+def test_make_images_with_podman_builds_offline_from_the_base_and_the_wheelhouse():
+    """DOCKER=podman: the base image of `make base-image` and the wheelhouse of `make
+    wheelhouse`, mounted where WHEELHOUSE says; the default engine gets neither."""
+    def dry_run(*assignments: str) -> str:
+        return subprocess.run(["make", "-n", "images", *assignments], cwd=REPO, check=True,
+                              capture_output=True, text=True, timeout=30).stdout
+
+    podman = dry_run("DOCKER=podman", "DOCFLOW_WHEELHOUSE=/w", "BASE_IMAGE=localhost/base:1")
+    builds = [line for line in podman.splitlines() if "build -f services/Dockerfile" in line]
+    (build,) = builds  # the recipe is one shell line over every service
+    for expected in ("--build-arg BASE_IMAGE=localhost/base:1", "--build-arg WHEELHOUSE=/wheelhouse",
+                     "-v /w:/wheelhouse:ro", "--network host", "--format docker"):
+        assert build.count(expected) == len(SERVICES), expected
+    assert "scripts/base_image.sh localhost/base:1" in podman and "scripts/wheelhouse.sh /w" in podman
+    default = dry_run("DOCKER=docker")
+    assert "BASE_IMAGE" not in default and "WHEELHOUSE" not in default and "base_image.sh" not in default
