@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from docflow.shared.names import (
+    BULK_QUEUE_OF_STAGE,
     QUEUE_OF_STAGE,
     STAGE_OF_QUEUE,
     STAGE_OF_TASK,
@@ -11,6 +12,7 @@ from docflow.shared.names import (
     Task,
     WorkerRole,
     queues_of_role,
+    is_bulk_queue,
     queues_of_stage,
     roles_of_stage,
 )
@@ -44,9 +46,9 @@ def test_every_task_routes_to_a_queue_its_stage_consumes():
 def test_searches_have_queues_of_their_own_consumed_first():
     assert TASK_ROUTES[Task.EMBED_QUERY]["queue"] == Queue.QUERY_EMBED
     assert TASK_ROUTES[Task.SEARCH]["queue"] == Queue.QUERY_INDEX
-    assert queues_of_stage(Stage.EMBED) == [Queue.QUERY_EMBED, Queue.EMBED]
-    assert queues_of_stage(Stage.INDEX) == [Queue.QUERY_INDEX, Queue.INDEX]
-    assert queues_of_stage(Stage.EXTRACT) == [Queue.EXTRACT]
+    assert queues_of_stage(Stage.EMBED) == [Queue.QUERY_EMBED, Queue.EMBED, Queue.BULK_EMBED]
+    assert queues_of_stage(Stage.INDEX) == [Queue.QUERY_INDEX, Queue.INDEX, Queue.BULK_INDEX]
+    assert queues_of_stage(Stage.EXTRACT) == [Queue.EXTRACT, Queue.BULK_EXTRACT]
     assert set(STAGE_OF_QUEUE) == set(Queue)
 
 
@@ -63,3 +65,16 @@ def test_webhook_deliveries_have_a_queue_and_worker_role_of_their_own():
     assert WorkerRole.NOTIFY in roles_of_stage(Stage.INDEX)
     assert all(WorkerRole.NOTIFY not in roles_of_stage(stage) for stage in Stage if stage is not Stage.INDEX)
     assert all(Queue.WEBHOOKS not in queues_of_stage(stage) for stage in Stage)
+
+
+def test_each_stage_has_a_bulk_lane_its_document_worker_takes_after_the_document_queue():
+    """docflow.<kind>.<stage>: the bulk lane is the stage's other document backlog, taken
+    by the same worker turn about with the document queue (fair sharing)."""
+    for stage in Stage:
+        bulk = BULK_QUEUE_OF_STAGE[stage]
+        assert bulk.value == f"docflow.bulk.{stage.value}" and STAGE_OF_QUEUE[bulk] is stage
+        consumed = queues_of_role(stage, WorkerRole.DOCUMENT)
+        assert consumed[-2:] == [QUEUE_OF_STAGE[stage], bulk]
+        assert is_bulk_queue(bulk.value) and not is_bulk_queue(QUEUE_OF_STAGE[stage].value)
+    routed = {route["queue"] for route in TASK_ROUTES.values()}
+    assert not routed & {q.value for q in BULK_QUEUE_OF_STAGE.values()}, "the gateway chooses the lane, no route"

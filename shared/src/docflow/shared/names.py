@@ -44,6 +44,12 @@ class Queue(StrEnum):
     # of their own (the indexer's `notify` role), so a slow or dead receiver never holds
     # up a document, a search or maintenance.
     WEBHOOKS = "docflow.webhooks"
+    # Fair sharing: the documents of a tenant with many already in flight (a bulk import)
+    # go through these lanes instead of the stage's document queue, which the same
+    # workers consume turn about with it (docs/architecture.md, "Fair sharing").
+    BULK_EXTRACT = "docflow.bulk.extract"
+    BULK_EMBED = "docflow.bulk.embed"
+    BULK_INDEX = "docflow.bulk.index"
 
 
 SERVICE_OF_STAGE: dict[Stage, str] = {
@@ -57,6 +63,13 @@ QUEUE_OF_STAGE: dict[Stage, Queue] = {
     Stage.EXTRACT: Queue.EXTRACT,
     Stage.EMBED: Queue.EMBED,
     Stage.INDEX: Queue.INDEX,
+}
+# A stage's bulk lane: its document queue's twin for a tenant's bulk import, chosen per
+# version by the gateway (docflow.gateway.lanes) and carried by the chain to every stage.
+BULK_QUEUE_OF_STAGE: dict[Stage, Queue] = {
+    Stage.EXTRACT: Queue.BULK_EXTRACT,
+    Stage.EMBED: Queue.BULK_EMBED,
+    Stage.INDEX: Queue.BULK_INDEX,
 }
 # The stage's queue for query-time work, where it has any.
 QUERY_QUEUE_OF_STAGE: dict[Stage, Queue] = {
@@ -75,6 +88,7 @@ NOTIFY_QUEUE_OF_STAGE: dict[Stage, Queue] = {
 }
 STAGE_OF_QUEUE: dict[Queue, Stage] = {
     **{queue: stage for stage, queue in QUEUE_OF_STAGE.items()},
+    **{queue: stage for stage, queue in BULK_QUEUE_OF_STAGE.items()},
     **{queue: stage for stage, queue in QUERY_QUEUE_OF_STAGE.items()},
     **{queue: stage for stage, queue in MAINTENANCE_QUEUE_OF_STAGE.items()},
     **{queue: stage for stage, queue in NOTIFY_QUEUE_OF_STAGE.items()},
@@ -82,9 +96,18 @@ STAGE_OF_QUEUE: dict[Queue, Stage] = {
 
 
 def queues_of_stage(stage: Stage) -> list[Queue]:
-    """What a stage's worker consumes (its -Q), the query queue first."""
+    """What a stage's worker consumes (its -Q): the query queue first, then the document
+    queue and the bulk lane. kombu takes the first non-empty list and rotates it to the
+    back, so with both lanes full a worker takes them turn about: an interactive document
+    waits for at most one bulk task per worker process, never for the whole import."""
     query = QUERY_QUEUE_OF_STAGE.get(stage)
-    return [query, QUEUE_OF_STAGE[stage]] if query else [QUEUE_OF_STAGE[stage]]
+    lanes = [QUEUE_OF_STAGE[stage], BULK_QUEUE_OF_STAGE[stage]]
+    return [query, *lanes] if query else lanes
+
+
+def is_bulk_queue(queue: str) -> bool:
+    """Whether a queue (as a message or dead letter names it) is a stage's bulk lane."""
+    return queue in {q.value for q in BULK_QUEUE_OF_STAGE.values()}
 
 
 class WorkerRole(StrEnum):

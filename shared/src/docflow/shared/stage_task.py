@@ -28,7 +28,7 @@ from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.delivery import is_redis_unreachable
 from docflow.shared.errors import ErrorCode, PermanentError, PipelineError, TransientError
 from docflow.shared.messages import PipelineMessage, artifact_prefix
-from docflow.shared.names import QUEUE_OF_STAGE, STAGE_OF_TASK, Stage
+from docflow.shared.names import QUEUE_OF_STAGE, STAGE_OF_TASK, Stage, queues_of_stage
 from docflow.shared.pipeline_shape import PIPELINE_STAGE
 from docflow.shared.redis_connection import redis_client
 from docflow.shared.settings import Settings, get_settings
@@ -120,12 +120,22 @@ class DocflowTask(Task):
     def dead_letter(self, task_id: str, args: Any, code: ErrorCode, message: str, attempts: int) -> None:
         document = _message_or_none(args)
         self.dead_letters.add(
-            task_name=self.name, task_id=task_id or "", queue=QUEUE_OF_STAGE[self.stage].value,
+            task_name=self.name, task_id=task_id or "", queue=self.delivered_from(),
             args=list(args), stage=self.stage.value, error_code=code.value,
             error_message=message, attempts=attempts,
             document_id=document.document_id if document else None,
             tenant=document.tenant if document else None,
         )
+
+    def delivered_from(self) -> str:
+        """The queue this run's message came from -- the document's lane, which a dead
+        letter's replay resumes in -- or the stage's document queue when unknown (a hard
+        time limit's on_failure runs where no request is bound)."""
+        delivery = getattr(self.request, "delivery_info", None) or {}
+        queue = delivery.get("routing_key")
+        if queue in {q.value for q in queues_of_stage(self.stage)}:
+            return queue
+        return QUEUE_OF_STAGE[self.stage].value
 
 
 def _message_or_none(args: Any) -> PipelineMessage | None:

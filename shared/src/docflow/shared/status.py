@@ -504,6 +504,23 @@ class StatusStore:
                 data[name] = data[name].split()
         return DocumentRecord.model_validate(data)
 
+    def count_in_flight(self, tenant: str, pipe: redis.client.Pipeline) -> int:
+        """Queue on `pipe` one ZCARD per status a document in flight can have: the sum of
+        the first N replies of its `execute()` (N is returned) is how many of the tenant's
+        documents are in flight. The status scripts keep these sets, so the count needs no
+        counter of its own; queued on the transaction that creates a record, it is atomic
+        with the create (the gateway's lane choice, docflow.gateway.lanes)."""
+        in_flight = [status for status in DocumentStatus if status not in FINAL_STATUSES]
+        for status in in_flight:
+            pipe.zcard(self._status_key(tenant, status))
+        return len(in_flight)
+
+    def in_flight_of_tenant(self, tenant: str) -> int:
+        """How many of the tenant's documents are in flight (`count_in_flight`, one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        counted = self.count_in_flight(tenant, pipe)
+        return sum(int(n) for n in pipe.execute()[:counted])
+
     # --- writes by the gateway ---------------------------------------------------
     def create(self, record: DocumentRecord, pipe: redis.client.Pipeline | None = None) -> None:
         """Write a new record. With `pipe` (a transaction), the writes are only queued on
