@@ -53,6 +53,7 @@ def test_queues_report_backlog_in_flight_consumers_and_dead_letters(admin_gatewa
     queues = {queue["name"]: queue for queue in report["queues"]}
     assert [(name, queue["stage"]) for name, queue in queues.items()] == [
         ("docflow.extract", "extract"), ("docflow.embed", "embed"), ("docflow.index", "index"),
+        ("docflow.bulk.extract", "extract"), ("docflow.bulk.embed", "embed"), ("docflow.bulk.index", "index"),
         ("docflow.query.embed", "embed"), ("docflow.query.index", "index"), ("docflow.maintenance.index", "index"),
         ("docflow.webhooks", "index")]
     assert queues["docflow.extract"]["backlog"] == 2

@@ -70,14 +70,17 @@ def range_key(msg: PipelineMessage, first: int, last: int, artifact: str) -> str
 
 
 def fan_out_signature(msg: PipelineMessage, pages: int, settings: Settings,
-                      stage_task_id: str | None = None) -> Signature:
-    """The chord that replaces a big PDF's extract task (whose id is `stage_task_id`)."""
+                      stage_task_id: str | None = None, queue: str | None = None) -> Signature:
+    """The chord that replaces a big PDF's extract task (whose id is `stage_task_id`), its
+    ranges and merge on `queue` (the lane the task came from: a bulk import's big PDF
+    stays in the bulk lane) or, without one, on their route."""
     message = msg.model_dump()
     range_pages = settings.fanout_range_pages
+    lane = {"queue": queue} if queue else {}
     parts = [app.signature(Task.EXTRACT_RANGE.value, args=[message, first, last, pages],
-                           kwargs={"stage_task_id": stage_task_id})
+                           kwargs={"stage_task_id": stage_task_id}, **lane)
              for first, last in plan_ranges(pages, range_pages)]
-    merge = app.signature(Task.EXTRACT_MERGE.value, args=[message, pages, range_pages], immutable=True)
+    merge = app.signature(Task.EXTRACT_MERGE.value, args=[message, pages, range_pages], immutable=True, **lane)
     return chord(group(parts), merge)
 
 

@@ -52,7 +52,8 @@ def extract_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]
             log.info("fanning out", pages=pages_in_pdf, range_pages=self.settings.fanout_range_pages)
             self.report(msg, 0, pages_in_pdf, pages=pages_in_pdf)
             keep_opened(msg, reader)
-            return self.replace(fan_out_signature(msg, pages_in_pdf, self.settings, self.request.id))
+            return self.replace(fan_out_signature(msg, pages_in_pdf, self.settings, self.request.id,
+                                                  queue=self.delivered_from()))
         pages = require_text(read_pdf_pages(reader, self.settings, 1, pages_in_pdf,
                                             _page_reporter(self, msg)))
     else:

@@ -17,7 +17,7 @@ from redis.client import PubSub
 
 from docflow.gateway.schemas import StageState
 from docflow.shared.messages import PipelineMessage
-from docflow.shared.names import Stage, Task
+from docflow.shared.names import BULK_QUEUE_OF_STAGE, Stage, Task
 from docflow.shared.pipeline_shape import DOCUMENT_PIPELINE
 from docflow.shared.embedding_models import EmbeddingModelMismatch
 from docflow.shared.search import SearchQuery, UnsupportedSearchMode
@@ -55,6 +55,11 @@ def stage_task_id(task_id: str, stage: Stage) -> str:
     return f"{task_id}.{stage.value}"
 
 
+def _lane(stage: Stage, bulk: bool) -> dict[str, str]:
+    """A stage message's queue option: the bulk lane's, or none (the task's route)."""
+    return {"queue": BULK_QUEUE_OF_STAGE[stage].value} if bulk else {}
+
+
 def overall_state(stage_states: list[str]) -> str:
     """The state of the first stage that has not succeeded (SUCCESS once all have).
 
@@ -67,20 +72,21 @@ class Pipeline:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
 
-    def enqueue_document(self, message: PipelineMessage, task_id: str) -> None:
+    def enqueue_document(self, message: PipelineMessage, task_id: str, bulk: bool = False) -> None:
         # Not logged here: each caller's own line (document accepted, reprocessing,
         # recovered) already says it, with the task id; a second line per upload cost
         # as much CPU as the record's Redis write.
-        self._send_document(message, task_id, Stage.EXTRACT)
+        self._send_document(message, task_id, Stage.EXTRACT, bulk)
 
-    def resume_document(self, message: PipelineMessage, task_id: str, from_stage: Stage) -> None:
+    def resume_document(self, message: PipelineMessage, task_id: str, from_stage: Stage,
+                        bulk: bool = False) -> None:
         """Enqueue the rest of a document's chain from `from_stage`, whose message already
         carries the keys of what the earlier stages stored."""
-        self._send_document(message, task_id, from_stage)
+        self._send_document(message, task_id, from_stage, bulk)
         log.info("pipeline resumed", document_id=message.document_id, task_id=task_id,
-                 version=message.version, stage=from_stage.value)
+                 version=message.version, stage=from_stage.value, bulk=bulk)
 
-    def _send_document(self, message: PipelineMessage, task_id: str, from_stage: Stage) -> None:
+    def _send_document(self, message: PipelineMessage, task_id: str, from_stage: Stage, bulk: bool) -> None:
         """Publish the stages from `from_stage` on as one chain (a replay resumes where its
         run failed).
 
@@ -91,11 +97,16 @@ class Pipeline:
         through `send_task`'s generic option handling on every upload, which together
         cost more CPU than the rest of the upload. The arguments' repr (what monitoring
         tools show) is the claim check's identity, not the whole message.
+
+        `bulk` puts every stage on its bulk lane: each later signature names its queue,
+        which the worker that sends it uses over the task's route (docs/architecture.md,
+        "Fair sharing"). The document lane's messages name none: its route is the queue.
         """
         first = [stage for stage, _ in DOCUMENT_STAGES].index(from_stage)
         (stage, task), *later = DOCUMENT_STAGES[first:]
         first_id = stage_task_id(task_id, stage)
-        remaining = [self.celery.signature(later_task.value, task_id=stage_task_id(task_id, later_stage))
+        remaining = [self.celery.signature(later_task.value, task_id=stage_task_id(task_id, later_stage),
+                                           **_lane(later_stage, bulk))
                      for later_stage, later_task in reversed(later)]
         amqp = self.celery.amqp
         task_message = amqp.create_task_message(
@@ -112,9 +123,9 @@ class Pipeline:
         # exchange Celery publishes to pushes straight onto it; kombu's per-publish
         # declare (cached after the first) still copied and re-bound the queue and its
         # exchange on every upload. Workers declare their own queues when they start.
+        route = amqp.router.route(_lane(stage, bulk), task.value)
         with self.celery.producer_or_acquire() as producer:
-            amqp.send_task_message(producer, task.value, task_message, declare=(),
-                                   **amqp.router.route({}, task.value))
+            amqp.send_task_message(producer, task.value, task_message, declare=(), **route)
 
     def send(self, task_name: str, args: list[Any]) -> str:
         """Enqueue one task by name (routed to its stage's queue by TASK_ROUTES)."""

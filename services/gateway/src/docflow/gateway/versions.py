@@ -20,6 +20,7 @@ import redis
 import structlog
 
 from docflow.gateway.dependencies import Services
+from docflow.gateway.lanes import runs_in_bulk_lane
 from docflow.gateway.pipeline import new_task_id
 from docflow.gateway.task_registry import TaskOwner
 from docflow.shared.messages import PipelineMessage
@@ -38,17 +39,21 @@ def start_first_version(services: Services, record: DocumentRecord,
                         also: Callable[[redis.client.Pipeline], None] | None = None) -> Started:
     """Create the record and its task owner (one transaction, one round trip) and enqueue
     version 1; undone (and re-raised) if the enqueue fails. `also` queues the caller's
-    own writes on that transaction (the upload's digest): they exist iff the record does."""
+    own writes on that transaction (the upload's digest): they exist iff the record does.
+    The tenant's documents in flight are counted in the same transaction, before the
+    record joins them: they choose the version's lane (docflow.gateway.lanes)."""
     assert record.task_id, "an upload's record names its task"
     writes = services.redis.pipeline(transaction=True)
+    counted = services.status.count_in_flight(record.tenant, writes)
     services.status.create(record, writes)
     services.tasks.remember(record.task_id, TaskOwner(tenant=record.tenant, document_id=record.document_id),
                             writes)
     if also is not None:
         also(writes)
-    writes.execute()
+    in_flight = sum(int(n) for n in writes.execute()[:counted])
+    bulk = runs_in_bulk_lane(in_flight, services.settings.fair_share_interactive_limit)
     try:
-        services.pipeline.enqueue_document(_message(record, record.version), record.task_id)
+        services.pipeline.enqueue_document(_message(record, record.version), record.task_id, bulk=bulk)
     except BaseException:
         _undo(services, record.task_id, lambda: services.status.delete(record.document_id, record.tenant))
         raise
@@ -65,12 +70,15 @@ def start_new_version(services: Services, record: DocumentRecord,
     """
     task_id = new_task_id()
     services.tasks.remember(task_id, TaskOwner(tenant=record.tenant, document_id=record.document_id))
+    # Counted before the restart, which puts this document in flight (if it was not).
+    in_flight = services.status.in_flight_of_tenant(record.tenant)
     restarted = services.status.start_again(record.document_id, task_id, if_unchanged)
     if restarted is None:
         services.tasks.forget(task_id)
         return None
+    bulk = runs_in_bulk_lane(in_flight, services.settings.fair_share_interactive_limit)
     try:
-        services.pipeline.enqueue_document(_message(record, restarted.version), task_id)
+        services.pipeline.enqueue_document(_message(record, restarted.version), task_id, bulk=bulk)
     except BaseException:
         _undo(services, task_id, lambda: _unrestart_or_say_why(services, restarted))
         raise

@@ -21,6 +21,7 @@ from docflow.gateway.pipeline import new_task_id
 from docflow.shared.deadletters import DeadLetter
 from docflow.shared.errors import ErrorCode
 from docflow.shared.messages import PipelineMessage
+from docflow.shared.names import is_bulk_queue
 from docflow.shared.pipeline_shape import STAGE_OF_PIPELINE_TASK
 from docflow.shared.status import DocumentError, DocumentStatus
 
@@ -120,7 +121,8 @@ def _replay(services: Services, letter: DeadLetter) -> Replayed:
                             f"document {msg.document_id} is {record.status.value}, not failed")
     task_id = record.task_id or new_task_id()
     try:
-        services.pipeline.resume_document(msg, task_id, stage)
+        # On the lane it failed in: a bulk import's document stays behind others' uploads.
+        services.pipeline.resume_document(msg, task_id, stage, bulk=is_bulk_queue(letter.queue))
     except BaseException:
         # Never leave a reopened document queued with nothing enqueued for it.
         services.status.fail(msg.document_id, msg.version, record.error or DocumentError(
