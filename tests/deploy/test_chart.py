@@ -276,3 +276,90 @@ def test_the_query_embedder_can_have_a_gpu_of_its_own(chart):
     assert env_value(query, "DOCFLOW_MINILM_DEVICE") == "cuda"
     (document,) = pod_spec(named(objects, "Deployment", "docflow-embedder"))["containers"]
     assert env_value(document, "DOCFLOW_MINILM_DEVICE") is None
+
+
+# The gateway's settings the chart passes (value path -> DOCFLOW_* variable).
+GATEWAY_SETTINGS = {
+    ("rateLimits", "reprocessesPerMinute"): "DOCFLOW_REPROCESS_RATE_LIMIT_PER_MINUTE",
+    ("events", "maxStreams"): "DOCFLOW_EVENTS_MAX_STREAMS",
+    ("events", "heartbeatSeconds"): "DOCFLOW_EVENTS_HEARTBEAT_SECONDS",
+    ("idempotency", "ttlSeconds"): "DOCFLOW_IDEMPOTENCY_TTL_SECONDS",
+    ("idempotency", "leaseSeconds"): "DOCFLOW_IDEMPOTENCY_LEASE_SECONDS",
+    ("batches", "maxFiles"): "DOCFLOW_BATCH_MAX_FILES",
+    ("batches", "maxBytes"): "DOCFLOW_BATCH_MAX_BYTES",
+    ("webhooks", "maxPerTenant"): "DOCFLOW_WEBHOOK_MAX_PER_TENANT",
+    ("allowPrivateUrls",): "DOCFLOW_ALLOW_PRIVATE_URLS",
+    ("fairShare", "interactiveLimit"): "DOCFLOW_FAIR_SHARE_INTERACTIVE_LIMIT",
+}
+
+
+def _setting_default(variable: str):
+    from docflow.shared.settings import Settings
+
+    return Settings.model_fields[variable.removeprefix("DOCFLOW_").lower()].default
+
+
+def _shown(value) -> str:
+    """A value as the chart writes it into an env var (and pydantic reads it back)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_the_gateway_gets_its_settings_from_values_equal_to_the_services_defaults(default_manifests,
+                                                                                  default_values):
+    container = next(c for c in containers(named(default_manifests, "Deployment", "docflow-gateway"))
+                     if c["name"] == "gateway")
+    for path, variable in GATEWAY_SETTINGS.items():
+        value = default_values["gateway"]
+        for key in path:
+            value = value[key]
+        assert value == _setting_default(variable), variable
+        assert env_value(container, variable) == _shown(value), variable
+
+
+def test_gateway_settings_follow_their_values(chart):
+    objects = chart.manifests({"gateway": {
+        "idempotency": {"ttlSeconds": 3600, "leaseSeconds": 30}, "batches": {"maxFiles": 50, "maxBytes": 10_000_000},
+        "events": {"maxStreams": 7, "heartbeatSeconds": 5}, "webhooks": {"maxPerTenant": 3},
+        "allowPrivateUrls": True, "fairShare": {"interactiveLimit": 0}}})
+    container = next(c for c in containers(named(objects, "Deployment", "docflow-gateway")) if c["name"] == "gateway")
+    assert [env_value(container, name) for name in (
+        "DOCFLOW_IDEMPOTENCY_TTL_SECONDS", "DOCFLOW_IDEMPOTENCY_LEASE_SECONDS", "DOCFLOW_BATCH_MAX_FILES",
+        "DOCFLOW_BATCH_MAX_BYTES", "DOCFLOW_EVENTS_MAX_STREAMS", "DOCFLOW_EVENTS_HEARTBEAT_SECONDS",
+        "DOCFLOW_WEBHOOK_MAX_PER_TENANT", "DOCFLOW_ALLOW_PRIVATE_URLS", "DOCFLOW_FAIR_SHARE_INTERACTIVE_LIMIT",
+    )] == ["3600", "30", "50", "10000000", "7", "5", "3", "true", "0"]
+    # The gateway's switch is its own: the extractor's fetches keep theirs.
+    (extractor,) = containers(named(objects, "Deployment", "docflow-extractor"))
+    assert env_value(extractor, "DOCFLOW_ALLOW_PRIVATE_URLS") == "false"
+
+
+def test_the_extractor_fetches_private_urls_only_when_told(default_manifests, default_values, chart):
+    (container,) = containers(named(default_manifests, "Deployment", "docflow-extractor"))
+    assert default_values["extractor"]["allowPrivateUrls"] is _setting_default("DOCFLOW_ALLOW_PRIVATE_URLS") is False
+    assert env_value(container, "DOCFLOW_ALLOW_PRIVATE_URLS") == "false"
+    objects = chart.manifests({"extractor": {"allowPrivateUrls": True}})
+    (container,) = containers(named(objects, "Deployment", "docflow-extractor"))
+    assert env_value(container, "DOCFLOW_ALLOW_PRIVATE_URLS") == "true"
+
+
+def test_every_service_trims_the_event_streams_alike(default_manifests, default_values):
+    """Every service's status scripts append and trim them: one value, in the shared ConfigMap."""
+    config = named(default_manifests, "ConfigMap", "docflow-config")["data"]
+    for key, variable in (("streamMaxLen", "DOCFLOW_EVENTS_STREAM_MAX_LEN"),
+                          ("notificationsStreamMaxLen", "DOCFLOW_NOTIFICATIONS_STREAM_MAX_LEN")):
+        assert default_values["events"][key] == _setting_default(variable), variable
+        assert config[variable] == str(default_values["events"][key])
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"gateway": {"idempotency": {"ttlSeconds": 0}}}, "ttlSeconds"),
+    ({"gateway": {"batches": {"maxFiles": 0}}}, "maxFiles"),
+    ({"gateway": {"fairShare": {"interactiveLimit": -1}}}, "interactiveLimit"),
+    ({"gateway": {"webhooks": {"maxPerTenant": 1001}}}, "maxPerTenant"),
+    ({"gateway": {"allowPrivateUrls": "yes"}}, "allowPrivateUrls"),
+    ({"events": {"streamMaxLen": 10}}, "streamMaxLen"),
+])
+def test_schema_refuses_out_of_range_gateway_settings(chart, values, message):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmError, match=message):
+        chart.render(values)

@@ -7,7 +7,7 @@ import pytest
 from deploy_support import (ALL_WORKERS, SCENARIOS, WORKERS, containers, container_port, env_value, named, of_kind,
                             selected_workloads, selects)
 
-from docflow.shared.names import (QUEUE_OF_STAGE, SERVICE_OF_STAGE, TASK_ROUTES, Queue, Stage, WorkerRole,
+from docflow.shared.names import (BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, SERVICE_OF_STAGE, TASK_ROUTES, Queue, Stage, WorkerRole,
                                   queues_of_role, queues_of_stage, roles_of_stage)
 from docflow.shared.settings import Settings
 
@@ -43,6 +43,14 @@ def test_worker_queue_equals_keda_list_name_equals_shared_names(scenario_manifes
             triggers = scaled["spec"]["triggers"]
             assert all(t["type"] == "redis" and t["metricType"] == "AverageValue" for t in triggers)
             assert [t["metadata"]["listName"] for t in triggers] == queues
+            # Scaled on everything waiting for the stage: the sum of its queues (fair
+            # sharing's bulk lane included), against the same target a single list has.
+            modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
+            assert modifiers["formula"] == " + ".join(t["name"] for t in triggers)
+            assert all(t["name"].isidentifier() for t in triggers)
+            assert modifiers["metricType"] == "AverageValue"
+            assert {modifiers["target"]} == {t["metadata"]["listLength"] for t in triggers}
+            assert {modifiers["activationTarget"]} == {t["metadata"]["activationListLength"] for t in triggers}
 
 
 ROLE_DEPLOYMENTS = {f"{SERVICE_OF_STAGE[stage]}-{role.value}": (stage, role)
@@ -285,6 +293,8 @@ def test_schema_pins_each_queue_to_shared_names(chart):
     for service in WORKERS:
         queue = QUEUE_OF_STAGE[STAGE_OF_SERVICE[service]].value
         assert schema["properties"][service]["properties"]["queue"]["const"] == queue
+        bulk = BULK_QUEUE_OF_STAGE[STAGE_OF_SERVICE[service]].value
+        assert schema["properties"][service]["properties"]["bulkQueue"]["const"] == bulk
 
 
 def test_the_broker_keeps_each_backlog_in_the_one_list_keda_reads():

@@ -16,8 +16,10 @@ on that role's queue only, its values the service's with `<service>.<role>`'s ke
 {{- $component := $service }}
 {{- /* One value sets both the worker's -Q and KEDA's listName. A search queue comes
 first in the document worker's -Q (kept there as a fallback for while the query-only
-worker restarts): kombu takes the first non-empty list, then rotates it to the back. */}}
-{{- $queues := compact (list $base.queryQueue $base.queue) }}
+worker restarts): kombu takes the first non-empty list, then rotates it to the back.
+The bulk lane comes last, so with both document lanes full the worker takes them turn
+about (fair sharing; docflow.shared.names.queues_of_stage). */}}
+{{- $queues := compact (list $base.queryQueue $base.queue $base.bulkQueue) }}
 {{- if $role }}
 {{- /* Whole top-level keys: the role's win, the rest come from the service (no deep
 merge: sprig's merges take a `false` for "unset"). */}}
@@ -184,10 +186,15 @@ spec:
 {{- if $autoscaling.enabled }}
 {{- if $root.Values.keda.enabled }}
 {{- $endpoint := include "docflow.redis.endpoint" $root | fromYaml }}
+{{- /* A trigger's name is its queue's, spelled as an identifier for the formula. */}}
+{{- $triggerNames := list }}
+{{- range $queues }}{{- $triggerNames = append $triggerNames (replace "." "_" .) }}{{- end }}
 ---
 # KEDA's Redis list scaler reads LLEN of listName. With the AverageValue target the
 # HPA it drives wants ceil(LLEN / listLength) replicas, clamped to [min, max]; 0 <-> 1
 # is KEDA's own decision: active while LLEN > activationListLength (docs/architecture.md).
+# A worker on several queues scales on their sum (scalingModifiers' formula): everything
+# waiting for it, whichever lane it waits in. Separate triggers would take the largest.
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:
@@ -209,9 +216,17 @@ spec:
     horizontalPodAutoscalerConfig:
       behavior:
         {{- toYaml $autoscaling.behavior | nindent 8 }}
+    {{- if gt (len $queues) 1 }}
+    scalingModifiers:
+      formula: {{ join " + " $triggerNames | quote }}
+      target: {{ $autoscaling.listLength | quote }}
+      activationTarget: {{ $autoscaling.activationListLength | quote }}
+      metricType: AverageValue
+    {{- end }}
   triggers:
-    {{- range $queues }}
+    {{- range $index, $queue := $queues }}
     - type: redis
+      name: {{ index $triggerNames $index }}
       metricType: AverageValue
       metadata:
         address: {{ printf "%s:%v" $endpoint.host $endpoint.port | quote }}
@@ -223,7 +238,7 @@ spec:
         {{- with $root.Values.redis.auth.username }}
         username: {{ . | quote }}
         {{- end }}
-        listName: {{ . | quote }}
+        listName: {{ $queue | quote }}
         listLength: {{ $autoscaling.listLength | quote }}
         activationListLength: {{ $autoscaling.activationListLength | quote }}
       {{- if or $root.Values.redis.auth.enabled $root.Values.redis.tls.existingSecret }}
