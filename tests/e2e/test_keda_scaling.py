@@ -1,10 +1,12 @@
 """KEDA's scaling decision on real queues, and a scale-down that loses nothing.
 
-The Helm chart gives each worker a KEDA ScaledObject whose Redis trigger reads `LLEN
-<listName>` (docs/architecture.md). Here the real gateway fills the real Redis queues while the
-embed stage is stopped; each queue's length is read exactly as KEDA's scaler reads
-it, and KEDA's AverageValue rule, with the ScaledObjects the chart renders from its
-default values, scales out the embed stage and nothing else. Then the embedder is
+The Helm chart gives each worker a KEDA ScaledObject with a Redis trigger per queue it
+consumes, each reading `LLEN <listName>`, summed by its scalingModifiers formula
+(docs/architecture.md). Here the real gateway fills the real Redis queues while the
+embed stage is stopped -- past the fair-share limit, so the backlog is split between
+the document queue and the bulk lane -- each queue's length is read exactly as KEDA's
+scaler reads it, and KEDA's AverageValue rule on the sum, with the ScaledObjects the
+chart renders from its default values, scales out the embed stage and nothing else. Then the embedder is
 started and sent SIGTERM mid-task, as a scale-down does, and every document still
 completes.
 """
@@ -23,25 +25,27 @@ import redis
 
 from docflow.devstack import samples
 from docflow.devstack.faults import wait_for
-from docflow.shared.names import QUEUE_OF_STAGE, SERVICE_OF_STAGE, Queue, Stage, queues_of_stage
+from docflow.shared.names import BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, SERVICE_OF_STAGE, Queue, Stage, queues_of_stage
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
 class RedisListTrigger:
-    """One ScaledObject's Redis list trigger and replica bounds, as the chart renders them."""
+    """One ScaledObject's Redis list triggers, summed by its scalingModifiers formula, and
+    its replica bounds, as the chart renders them."""
 
-    list_name: str
+    list_names: tuple[str, ...]
     list_length: int
     activation_list_length: int
     min_replicas: int
     max_replicas: int
 
     def desired_replicas(self, length: int) -> int:
-        """KEDA with an AverageValue target: inactive while LLEN <= activationListLength,
-        which leaves the Deployment at minReplicaCount (zero if allowed); active, the HPA
-        it drives wants ceil(LLEN / listLength), clamped to [max(min, 1), max]."""
+        """KEDA with an AverageValue target on the formula's value (the lists' summed
+        LLEN): inactive while it is <= activationTarget, which leaves the Deployment at
+        minReplicaCount (zero if allowed); active, the HPA it drives wants
+        ceil(sum / target), clamped to [max(min, 1), max]."""
         if length <= self.activation_list_length:
             return self.min_replicas
         wanted = math.ceil(length / self.list_length)
@@ -59,25 +63,33 @@ def chart_triggers() -> dict[Stage, RedisListTrigger]:
     triggers = {}
     for stage, service in SERVICE_OF_STAGE.items():
         spec = scaled[f"docflow-{service}"]
-        # One trigger per queue the stage's worker consumes; the document queue's is the
-        # one this test fills (a search queue is empty here, so it never adds replicas).
+        # One trigger per queue the stage's worker consumes, summed by the formula: the
+        # document queue and bulk lane this test fills (a search queue is empty here).
         by_list = {t["metadata"]["listName"]: t for t in spec["triggers"]}
         assert set(by_list) == {queue.value for queue in queues_of_stage(stage)}
-        trigger = by_list[QUEUE_OF_STAGE[stage].value]
-        assert trigger["type"] == "redis" and trigger.get("metricType", "AverageValue") == "AverageValue"
+        assert all(t["type"] == "redis" and t.get("metricType", "AverageValue") == "AverageValue"
+                   for t in by_list.values())
+        modifiers = spec["advanced"]["scalingModifiers"]
+        assert modifiers["formula"] == " + ".join(t["name"] for t in spec["triggers"])
+        assert modifiers.get("metricType", "AverageValue") == "AverageValue"
         triggers[stage] = RedisListTrigger(
-            list_name=trigger["metadata"]["listName"],
-            list_length=int(trigger["metadata"]["listLength"]),
-            activation_list_length=int(trigger["metadata"].get("activationListLength", "0")),
+            list_names=tuple(by_list),
+            list_length=int(modifiers["target"]),
+            activation_list_length=int(modifiers.get("activationTarget", "0")),
             min_replicas=spec["minReplicaCount"],
             max_replicas=spec["maxReplicaCount"],
         )
     return triggers
 
 
+def waiting(client: redis.Redis, trigger: RedisListTrigger) -> int:
+    """What the formula computes: the sum of LLEN of the triggers' listNames."""
+    return sum(client.llen(name) for name in trigger.list_names)
+
+
 def queue_lengths(client: redis.Redis, triggers: dict[Stage, RedisListTrigger]) -> dict[Stage, int]:
-    """What KEDA's Redis list scaler measures: LLEN of each trigger's listName."""
-    return {stage: client.llen(trigger.list_name) for stage, trigger in triggers.items()}
+    """What KEDA scales each stage on: its lists' summed LLEN."""
+    return {stage: waiting(client, trigger) for stage, trigger in triggers.items()}
 
 
 def pipeline_idle(client: redis.Redis, triggers: dict[Stage, RedisListTrigger]) -> bool:
@@ -88,10 +100,11 @@ def pipeline_idle(client: redis.Redis, triggers: dict[Stage, RedisListTrigger]) 
     return not any(queue_lengths(client, triggers).values()) and not held
 
 
-def held_by_workers(client: redis.Redis, queue: str) -> int:
-    """Messages of `queue` a worker has taken and not yet acknowledged (acks_late: the
-    task is still running). kombu stores each as [payload, exchange, routing key]."""
-    return sum(1 for raw in client.hvals("unacked") if json.loads(raw)[2] == queue)
+def held_by_workers(client: redis.Redis, trigger: RedisListTrigger) -> int:
+    """Messages of the trigger's lists a worker has taken and not yet acknowledged
+    (acks_late: the task is still running). kombu stores each as [payload, exchange,
+    routing key]."""
+    return sum(1 for raw in client.hvals("unacked") if json.loads(raw)[2] in trigger.list_names)
 
 
 
@@ -119,7 +132,8 @@ def embedder_restored(stack):
 def test_only_the_backed_up_stage_scales_out_and_a_scale_down_loses_nothing(stack, api_a, embedder_restored):
     triggers = chart_triggers()
     for stage, trigger in triggers.items():
-        assert trigger.list_name == QUEUE_OF_STAGE[stage].value, "listName is the queue the stage consumes"
+        assert QUEUE_OF_STAGE[stage].value in trigger.list_names and BULK_QUEUE_OF_STAGE[stage].value in \
+            trigger.list_names, "the stage scales on both of its document lanes"
     client = redis.Redis.from_url(stack.redis_url)
     # Earlier tests' documents must be done: stopping a worker mid-task would put its
     # message back in a queue and into this test's counts.
@@ -129,23 +143,29 @@ def test_only_the_backed_up_stage_scales_out_and_a_scale_down_loses_nothing(stac
     stack.workers[Stage.EMBED].stop()
     embed = triggers[Stage.EMBED]
     backlog = 2 * embed.list_length + 1  # enough for KEDA to want more than one embedder
+    limit = stack.settings().fair_share_interactive_limit
+    assert 0 < limit < backlog, "past the fair-share limit, part of the backlog waits in the bulk lane"
 
     # The long document goes first so that it heads the embed queue (kombu pushes on
     # the left and workers pop from the right: first in, first out).
     long_id = api_a.upload("survey-log.txt", long_text(paragraphs=120, seed=4))
-    wait_for(lambda: client.llen(embed.list_name) == 1, 120, "the long document to reach the embed queue")
+    wait_for(lambda: waiting(client, embed) == 1, 120, "the long document to reach the embed queue")
     short_ids = [
         api_a.upload(f"note-{n}.txt", samples.text([f"Field note {n}: a heron stood in the canal at dawn."]))
         for n in range(backlog - 1)
     ]
     document_ids = [long_id, *short_ids]
-    wait_for(lambda: client.llen(embed.list_name) == backlog, 120, f"{backlog} messages in the embed queue")
+    wait_for(lambda: waiting(client, embed) == backlog, 120, f"{backlog} messages waiting to be embedded")
 
     lengths = queue_lengths(client, triggers)
     assert lengths == {Stage.EXTRACT: 0, Stage.EMBED: backlog, Stage.INDEX: 0}
+    lanes = [client.llen(Queue.EMBED.value), client.llen(Queue.BULK_EMBED.value)]
+    # The tenant's first `limit` documents in flight take the document queue, the rest the
+    # bulk lane (fewer in the document queue if documents of earlier tests are in flight).
+    assert lanes[0] <= limit and lanes[1] >= backlog - limit and sum(lanes) == backlog, lanes
     # No stage's message hides in kombu's unacked hash (prefetch is off): LLEN is the whole
     # backlog. (The maintenance worker may hold a run scheduled with a countdown: no stage's.)
-    assert [held_by_workers(client, trigger.list_name) for trigger in triggers.values()] == [0, 0, 0]
+    assert [held_by_workers(client, trigger) for trigger in triggers.values()] == [0, 0, 0]
     desired = {stage: trigger.desired_replicas(lengths[stage]) for stage, trigger in triggers.items()}
     assert desired[Stage.EMBED] == min(embed.max_replicas, math.ceil(backlog / embed.list_length)) >= 2
     scaled_out = [stage for stage, replicas in desired.items() if replicas > triggers[stage].min_replicas]
@@ -163,7 +183,7 @@ def test_only_the_backed_up_stage_scales_out_and_a_scale_down_loses_nothing(stac
     # A scale-down's SIGTERM goes to the container's PID 1 (tini in the image, which
     # forwards it to the Celery main process only): signal that process, not its group.
     os.kill(worker.pid, signal.SIGTERM)
-    assert held_by_workers(client, embed.list_name) == 1, "the signal must land mid-task"
+    assert held_by_workers(client, embed) == 1, "the signal must land mid-task"
     assert api_a.document(long_id)["status"] == "embedding"
 
     # Warm shutdown: the running task finishes (within the hard time limit that the
@@ -171,8 +191,8 @@ def test_only_the_backed_up_stage_scales_out_and_a_scale_down_loses_nothing(stac
     _, hard_limit = stack.settings().time_limits(Stage.EMBED)
     assert worker.popen.wait(timeout=hard_limit + 15) == 0
     assert api_a.document(long_id)["status"] in {"indexing", "completed"}, "the in-flight task was finished"
-    assert held_by_workers(client, embed.list_name) == 0, "and acknowledged, not left for redelivery"
-    assert client.llen(embed.list_name) == backlog - 1, "a stopping worker takes no new message"
+    assert held_by_workers(client, embed) == 0, "and acknowledged, not left for redelivery"
+    assert waiting(client, embed) == backlog - 1, "a stopping worker takes no new message"
 
     # --- a new embedder drains the rest: every document completes ----------------------
     stack.start_worker(Stage.EMBED)

@@ -113,6 +113,8 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
         time.sleep(0.05)
 
     assert seen["queues"]["docflow.embed"]["consumers"] == 1
+    # Its bulk lane (fair sharing): the same document embedder, and no other worker.
+    assert seen["queues"]["docflow.bulk.embed"]["consumers"] == 1
     # The query queue: the query-only embedder, and the document embedder as its fallback.
     assert seen["queues"]["docflow.query.embed"]["consumers"] == 2
     (task,) = seen["embedder"]["active"]
