@@ -14,6 +14,7 @@ from docflow.gateway.middleware import RequestContextMiddleware
 from docflow.gateway.recovery import start_recovery
 from docflow.gateway.routers import admin as admin_routes
 from docflow.gateway.routers import batches as batch_routes
+from docflow.gateway.routers import console
 from docflow.gateway.routers import dead_letters
 from docflow.gateway.routers import documents, events, health, search, tasks
 from docflow.gateway.routers import webhooks as webhook_routes
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(dead_letters.router)
+    app.include_router(console.router)  # the browser console at /console (docs/architecture.md)
     return app
 
 
