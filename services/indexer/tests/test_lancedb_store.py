@@ -158,10 +158,10 @@ def test_a_process_keeping_its_table_handle_sees_other_processes_writes(tmp_path
 
 def test_a_table_handle_is_forgotten_after_an_error(store, tmp_path):
     store.upsert("acme", records("doc1", 1, [[1, 0]]))
-    assert "acme" in store._tables
+    assert "tenant_acme" in store._tables
     with pytest.raises(PermanentError):
         store.upsert("acme", records("doc2", 1, [[1, 0, 0]]))
-    assert "acme" not in store._tables, "a retry must open the table afresh"
+    assert "tenant_acme" not in store._tables, "a retry must open the table afresh"
     assert store.count("acme", "doc1") == 1
 
 
@@ -169,7 +169,7 @@ def test_a_process_keeps_a_bounded_number_of_table_handles(store, monkeypatch):
     monkeypatch.setattr("docflow.indexer.stores.lancedb.MAX_OPEN_TABLES", 2)
     for tenant in ("t1", "t2", "t3"):
         store.upsert(tenant, records("doc1", 1, [[1, 0]]))
-    assert list(store._tables) == ["t2", "t3"]
+    assert list(store._tables) == ["tenant_t2", "tenant_t3"]
     assert store.count("t1", "doc1") == 1  # reopened on demand
 
 
@@ -214,3 +214,20 @@ def test_a_table_from_before_models_were_recorded_adopts_the_first_model_written
     assert store.embedding_model("acme") == "m:a:2"  # the first handle sees the adoption
     with pytest.raises(EmbeddingModelMismatch):
         store.upsert("acme", records("doc3", 1, [[0, 1]]), embedding_model="m:b:2")
+
+
+def test_each_generation_of_a_tenant_is_a_table_of_its_own_with_its_own_model(store):
+    """A re-embed builds generation 1 beside 0 (docs/architecture.md, "Re-embedding"):
+    another model and width, searched, deleted from and dropped on its own."""
+    store.upsert("acme", records("doc1", 1, [[1, 0]]), embedding_model="hash:feature-hashing:2")
+    store.upsert("acme", records("doc1", 1, [[1, 0, 0]]), embedding_model="hash:feature-hashing:3", generation=1)
+    assert (store.embedding_model("acme"), store.embedding_model("acme", 1)) == (
+        "hash:feature-hashing:2", "hash:feature-hashing:3")
+    assert [hit.document_id for hit in store.search("acme", [1, 0, 0], 1, generation=1,
+                                                    embedding_model="hash:feature-hashing:3")] == ["doc1"]
+    with pytest.raises(EmbeddingModelMismatch):
+        store.search("acme", [1, 0], 1, embedding_model="hash:feature-hashing:3")
+    assert store.delete_document("acme", "doc1", generation=1) == 1
+    assert (store.count("acme", "doc1"), store.count("acme", "doc1", generation=1)) == (1, 0)
+    assert store.drop("acme", 0) and not store.drop("acme", 0)
+    assert store.search("acme", [1, 0], 1) == [] and store.embedding_model("acme") is None

@@ -92,8 +92,11 @@ class SearchHit:
 
 
 class VectorStore(Protocol):
+    """Every method acts on one generation of the tenant's index (`generation`, 0 by
+    default: docs/architecture.md, "Re-embedding"); only LanceDB keeps more than one."""
+
     def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False,
-               embedding_model: str | None = None) -> int:
+               embedding_model: str | None = None, generation: int = 0) -> int:
         """Write records (overwriting same ids); returns how many were written.
 
         `fresh`: the caller knows none of these ids exist yet (the first run of this
@@ -102,7 +105,8 @@ class VectorStore(Protocol):
         store that records its tenants' models raises EmbeddingModelMismatch for another.
         """
 
-    def delete_document(self, tenant: str, document_id: str, keep_version: int | None = None) -> int:
+    def delete_document(self, tenant: str, document_id: str, keep_version: int | None = None,
+                        generation: int = 0) -> int:
         """Delete every version of a document, or with `keep_version` the versions before it.
 
         Versions newer than `keep_version` are never touched: they belong to a reprocess
@@ -110,7 +114,7 @@ class VectorStore(Protocol):
         """
 
     def delete_version(self, tenant: str, document_id: str, version: int,
-                       written_ids: Sequence[str] = ()) -> int:
+                       written_ids: Sequence[str] = (), generation: int = 0) -> int:
         """Delete exactly one version of a document (a stale run cleaning up after itself).
 
         `written_ids` are ids this run just wrote: a store whose listing lags its
@@ -119,7 +123,8 @@ class VectorStore(Protocol):
 
     def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
                mode: SearchMode = SearchMode.VECTOR, text: str = "",
-               filter: dict[str, Any] | None = None, embedding_model: str | None = None) -> list[SearchHit]:
+               filter: dict[str, Any] | None = None, embedding_model: str | None = None,
+               generation: int = 0) -> list[SearchHit]:
         """The best `top_k` chunks for the mode (`vector` for vector and hybrid, `text` for
         keyword and hybrid), among those `filter` (normalised by search_filter) admits.
 
@@ -128,10 +133,11 @@ class VectorStore(Protocol):
         vector (`embedding_model`) is of another.
         """
 
-    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue]) -> int:
+    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue],
+                        generation: int = 0) -> int:
         """Rewrite the document's filterable metadata on all its chunks; how many were rewritten."""
 
-    def count(self, tenant: str, document_id: str) -> int:
+    def count(self, tenant: str, document_id: str, generation: int = 0) -> int:
         """How many vectors the document has, all versions together."""
 
     def ping(self) -> None:

@@ -84,10 +84,12 @@ def _io_errors_are_transient(what: str) -> Iterator[None]:
         raise
 
 
-def table_name(tenant: str) -> str:
+def table_name(tenant: str, generation: int = 0) -> str:
+    """The table of one generation of the tenant's index (docs/architecture.md,
+    "Re-embedding"): generation 0 keeps the name tables had before generations existed."""
     if not TENANT_PATTERN.match(tenant):
         raise ValueError(f"not a valid tenant name: {tenant!r}")
-    return f"tenant_{tenant}"
+    return f"tenant_{tenant}" if not generation else f"tenant_{tenant}.g{int(generation)}"
 
 
 def table_model(table) -> str | None:
@@ -128,78 +130,97 @@ class LanceDBStore:
         self.vector_search_options = vector_search_options or VectorSearchOptions()
         with _io_errors_are_transient("connect"):
             self.db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
-        # tenant -> (table handle, vector dimension), the most recently opened last. A
-        # table's dimension is fixed when it is created, and tables are never dropped,
-        # only rows deleted. (Its model is fixed once recorded too: see `_model_of`.)
+        # table name -> (table handle, vector dimension), the most recently opened last. A
+        # table's dimension is fixed when it is created, and a table is only dropped once
+        # no search or write uses its generation any more (`drop`). (Its model is fixed
+        # once recorded too: see `_model_of`.)
         self._tables: dict[str, tuple[object, int]] = {}
-        self._models: dict[str, str] = {}  # tenant -> the model its table records
-        self._fts_ready: set[str] = set()  # tenants whose table has its full-text index
+        self._models: dict[str, str] = {}  # table name -> the model it records
+        self._fts_ready: set[str] = set()  # tables with their full-text index
         # Runs a hybrid search's keyword half beside its vector half (see `search`).
         self._halves = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-half")
 
-    def _open(self, tenant: str):
+    def _open(self, tenant: str, generation: int = 0):
         """The tenant's table, or None if the tenant has never indexed anything."""
-        return self._open_with_dimension(tenant)[0]
+        return self._open_with_dimension(tenant, generation)[0]
 
-    def _open_with_dimension(self, tenant: str) -> tuple[object, int] | tuple[None, None]:
-        opened = self._tables.get(tenant)
+    def _open_with_dimension(self, tenant: str, generation: int = 0) -> tuple[object, int] | tuple[None, None]:
+        name = table_name(tenant, generation)
+        opened = self._tables.get(name)
         if opened is None:
             try:
-                table = self.db.open_table(table_name(tenant))
+                table = self.db.open_table(name)
             except Exception as exc:
                 if _is_missing_table(exc):
                     return None, None  # not remembered: another process may create it
                 raise
             if len(self._tables) >= MAX_OPEN_TABLES:
                 del self._tables[next(iter(self._tables))]  # the longest-kept handle
-            opened = self._tables[tenant] = (table, table.schema.field("vector").type.list_size)
+            opened = self._tables[name] = (table, table.schema.field("vector").type.list_size)
         return opened
 
-    def _model_of(self, tenant: str, table) -> str | None:
-        """The model the tenant's table records. Remembered once known: it never changes
+    def _model_of(self, table) -> str | None:
+        """The model the table records. Remembered once known: it never changes
         afterwards. Unknown (a table from before models were recorded) is read again
         each time, as another process may adopt one."""
-        model = self._models.get(tenant)
+        model = self._models.get(table.name)
         if model is None:
             model = table_model(table)
             if model is not None:
                 if len(self._models) >= MAX_OPEN_TABLES:
                     del self._models[next(iter(self._models))]
-                self._models[tenant] = model
+                self._models[table.name] = model
         return model
 
-    def embedding_model(self, tenant: str) -> str | None:
+    def embedding_model(self, tenant: str, generation: int = 0) -> str | None:
         """The model of the tenant's table; None if it has no table or records none."""
-        with self._using(tenant, f"read the model of {tenant!r}"):
-            table = self._open(tenant)
-            return None if table is None else self._model_of(tenant, table)
+        with self._using(tenant, f"read the model of {tenant!r}", generation):
+            table = self._open(tenant, generation)
+            return None if table is None else self._model_of(table)
+
+    def drop(self, tenant: str, generation: int) -> bool:
+        """Drop one generation's table (a re-embed's old one, or a failed one's leftover);
+        False if there was none."""
+        name = table_name(tenant, generation)
+        with self._using(tenant, f"drop {name!r}", generation):
+            self._forget(name)
+            try:
+                self.db.drop_table(name)
+            except Exception as exc:
+                if _is_missing_table(exc):
+                    return False
+                raise
+            return True
+
+    def _forget(self, name: str) -> None:
+        self._tables.pop(name, None)
+        self._models.pop(name, None)
+        self._fts_ready.discard(name)
 
     def _check_model_for_write(self, tenant: str, table, embedding_model: str | None) -> None:
         """Refuse vectors of another model than the table's; a table recording none
         adopts this one (a Lance commit of the field's metadata), then is read again, so
         of two writers adopting different models at once the second is refused."""
-        held = self._model_of(tenant, table)
+        held = self._model_of(table)
         if held is None and embedding_model:
             table.update_field_metadata({"path": "vector", "metadata": {MODEL_METADATA_KEY: embedding_model}})
             log.info("table adopted an embedding model", tenant=tenant, model=embedding_model)
-            held = self._model_of(tenant, table)
+            held = self._model_of(table)
         check_same_model(held, embedding_model, tenant, "this document")
 
     @contextmanager
-    def _using(self, tenant: str, what: str) -> Iterator[None]:
-        """Store errors are transient if they are I/O; after any error the tenant's handle
+    def _using(self, tenant: str, what: str, generation: int = 0) -> Iterator[None]:
+        """Store errors are transient if they are I/O; after any error the table's handle
         is forgotten, so a retry opens the table afresh instead of reusing a broken one."""
         try:
             with _io_errors_are_transient(what):
                 yield
         except Exception:
-            self._tables.pop(tenant, None)
-            self._models.pop(tenant, None)
-            self._fts_ready.discard(tenant)
+            self._forget(table_name(tenant, generation))
             raise
 
     def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False,
-               embedding_model: str | None = None) -> int:
+               embedding_model: str | None = None, generation: int = 0) -> int:
         if not records:
             return 0
         dimension = len(records[0].vector)
@@ -218,14 +239,14 @@ class LanceDBStore:
             "created_at": [r.attributes.created_at for r in records],
             **_metadata_columns([r.attributes.metadata for r in records]),
         }, schema=schema)
-        with self._using(tenant, f"upsert into {tenant!r}"):
-            table, expected = self._open_with_dimension(tenant)
+        with self._using(tenant, f"upsert into {tenant!r}", generation):
+            table, expected = self._open_with_dimension(tenant, generation)
             if table is None:
                 # exist_ok: two workers may index a new tenant's first documents at once
                 # (the loser gets the winner's table, and its model is checked below).
-                self.db.create_table(table_name(tenant), schema=table_schema(dimension, embedding_model),
-                                     exist_ok=True)
-                table, expected = self._open_with_dimension(tenant)
+                self.db.create_table(table_name(tenant, generation),
+                                     schema=table_schema(dimension, embedding_model), exist_ok=True)
+                table, expected = self._open_with_dimension(tenant, generation)
             self._check_model_for_write(tenant, table, embedding_model)
             _check_dimension(table, expected, dimension)
             if fresh:
@@ -236,48 +257,51 @@ class LanceDBStore:
                 # Keyed on the deterministic id: a re-run overwrites instead of duplicating.
                 (table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
                  .execute(data))
-            self._ensure_fts_index(tenant, table, required=False)
+            self._ensure_fts_index(table, required=False)
         return len(records)
 
-    def _delete(self, tenant: str, where: str) -> int:
-        with self._using(tenant, f"delete from {tenant!r}"):
-            table = self._open(tenant)
+    def _delete(self, tenant: str, where: str, generation: int) -> int:
+        with self._using(tenant, f"delete from {tenant!r}", generation):
+            table = self._open(tenant, generation)
             if table is None:
                 return 0
             return table.delete(where).num_deleted_rows
 
-    def delete_document(self, tenant: str, document_id: str, keep_version: int | None = None) -> int:
+    def delete_document(self, tenant: str, document_id: str, keep_version: int | None = None,
+                        generation: int = 0) -> int:
         where = f"document_id = {sql_string(document_id)}"
         if keep_version is not None:
             where += f" AND version < {int(keep_version)}"
-        return self._delete(tenant, where)
+        return self._delete(tenant, where, generation)
 
     def delete_version(self, tenant: str, document_id: str, version: int,
-                       written_ids: Sequence[str] = ()) -> int:
+                       written_ids: Sequence[str] = (), generation: int = 0) -> int:
         # LanceDB reads its own writes: the filter finds every id just written.
-        return self._delete(tenant, f"document_id = {sql_string(document_id)} AND version = {int(version)}")
+        return self._delete(tenant, f"document_id = {sql_string(document_id)} AND version = {int(version)}",
+                            generation)
 
     def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
                mode: SearchMode = SearchMode.VECTOR, text: str = "",
-               filter: dict[str, Any] | None = None, embedding_model: str | None = None) -> list[SearchHit]:
+               filter: dict[str, Any] | None = None, embedding_model: str | None = None,
+               generation: int = 0) -> list[SearchHit]:
         """`embedding_model`: the model the query's vector comes from; one other than the
         table's raises EmbeddingModelMismatch (keyword search has no vector to check)."""
         where = lancedb_where(filter)
-        with self._using(tenant, f"search in {tenant!r}"):
-            table, expected = self._open_with_dimension(tenant)
+        with self._using(tenant, f"search in {tenant!r}", generation):
+            table, expected = self._open_with_dimension(tenant, generation)
             if table is None:
                 return []
             if mode is not SearchMode.KEYWORD:
-                check_same_model(self._model_of(tenant, table), embedding_model, tenant, "the query")
+                check_same_model(self._model_of(table), embedding_model, tenant, "the query")
             if mode is SearchMode.VECTOR:
                 return self._vector_hits(table, expected, vector, top_k, where)
             if mode is SearchMode.KEYWORD:
-                return self._keyword_hits(tenant, table, text, top_k, where)
+                return self._keyword_hits(table, text, top_k, where)
             # Hybrid: both lists, fused by rank (fusion.py, the same for both backends).
             # The two queries run at once: LanceDB executes them in Rust without the GIL,
             # so the search costs the slower half, not the sum.
             candidates = max(top_k, FUSION_CANDIDATES)
-            keyword = self._halves.submit(self._keyword_hits, tenant, table, text, candidates, where)
+            keyword = self._halves.submit(self._keyword_hits, table, text, candidates, where)
             vector_hits = self._vector_hits(table, expected, vector, candidates, where)
             return reciprocal_rank_fusion([vector_hits, keyword.result()], top_k)
 
@@ -303,7 +327,7 @@ class LanceDBStore:
         # LanceDB's cosine distance is 1 - cosine similarity.
         return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
 
-    def _ensure_fts_index(self, tenant: str, table, required: bool = True) -> None:
+    def _ensure_fts_index(self, table, required: bool = True) -> None:
         """The BM25 index on `text`, created with the table's first rows.
 
         Creating it where one exists would rebuild it from scratch, so this checks
@@ -312,7 +336,7 @@ class LanceDBStore:
         At upsert a failure is only logged (the chunks are written; a search creates
         the index), at search it is an error.
         """
-        if tenant in self._fts_ready:
+        if table.name in self._fts_ready:
             return
         if not has_fts_index(table):
             try:
@@ -322,14 +346,14 @@ class LanceDBStore:
                     if required:
                         raise
                     log.warning("full-text index not created; the next search creates it",
-                                tenant=tenant, error=str(exc))
+                                table=table.name, error=str(exc))
                     return
-        self._fts_ready.add(tenant)
+        self._fts_ready.add(table.name)
 
-    def _keyword_hits(self, tenant: str, table, text: str, limit: int, where: str | None) -> list[SearchHit]:
+    def _keyword_hits(self, table, text: str, limit: int, where: str | None) -> list[SearchHit]:
         if not text.strip():
             return []
-        self._ensure_fts_index(tenant, table)
+        self._ensure_fts_index(table)
         # A plain string is a match query over its terms (no query syntax is parsed);
         # rows added since the index was built are searched too, unindexed.
         builder = table.search(text, query_type="fts", fts_columns="text")
@@ -338,10 +362,11 @@ class LanceDBStore:
         rows = builder.select([*_HIT_COLUMNS, "_score"]).limit(limit).to_list()
         return [_hit(row, float(row["_score"])) for row in rows]
 
-    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue]) -> int:
+    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue],
+                        generation: int = 0) -> int:
         columns = _metadata_columns([metadata])
-        with self._using(tenant, f"update metadata in {tenant!r}"):
-            table = self._open(tenant)
+        with self._using(tenant, f"update metadata in {tenant!r}", generation):
+            table = self._open(tenant, generation)
             if table is None:
                 return 0
             # One commit for the whole document; values go in as typed data, never as SQL.
@@ -351,7 +376,7 @@ class LanceDBStore:
             return result.rows_updated
 
     def maintain(self, tenant: str, retention_seconds: int, vector_index_min_rows: int,
-                 vector_index: "VectorIndexConfig | None" = None) -> dict[str, Any] | None:
+                 vector_index: "VectorIndexConfig | None" = None, generation: int = 0) -> dict[str, Any] | None:
         """Compact, bring every index up to date, build the vector index once the table is
         big enough, and delete versions older than the retention; then the table's health.
 
@@ -359,11 +384,11 @@ class LanceDBStore:
         leaves a readable table (at worst files no version refers to, which a later
         cleanup removes), and the next run simply does what is left.
         """
-        with self._using(tenant, f"maintain {tenant!r}"):
-            table = self._open(tenant)
+        with self._using(tenant, f"maintain {tenant!r}", generation):
+            table = self._open(tenant, generation)
             if table is None:
                 return None
-            self._ensure_fts_index(tenant, table)
+            self._ensure_fts_index(table)
             # Compaction, incremental index updates (new rows into the FTS and vector
             # indexes) and old-version cleanup in one call. Files of failed writes
             # newer than Lance's 7-day guard stay (delete_unverified=False): a running
@@ -376,9 +401,9 @@ class LanceDBStore:
                 built = True
             return {**self.health(tenant, table), "vector_index_built": built}
 
-    def health(self, tenant: str, table=None) -> dict[str, int]:
+    def health(self, tenant: str, table=None, generation: int = 0) -> dict[str, int]:
         """Rows, fragments, versions and rows not yet in the vector index (all, without one)."""
-        table = table if table is not None else self._open(tenant)
+        table = table if table is not None else self._open(tenant, generation)
         if table is None:
             return {"rows": 0, "fragments": 0, "versions": 0, "unindexed_rows": 0}
         stats = table.stats()  # a dict in lancedb 0.40
@@ -390,9 +415,9 @@ class LanceDBStore:
         return {"rows": rows, "fragments": stats["fragment_stats"]["num_fragments"],
                 "versions": count_versions(table), "unindexed_rows": unindexed}
 
-    def count(self, tenant: str, document_id: str) -> int:
-        with self._using(tenant, f"count in {tenant!r}"):
-            table = self._open(tenant)
+    def count(self, tenant: str, document_id: str, generation: int = 0) -> int:
+        with self._using(tenant, f"count in {tenant!r}", generation):
+            table = self._open(tenant, generation)
             return 0 if table is None else table.count_rows(f"document_id = {sql_string(document_id)}")
 
     def ping(self) -> None:

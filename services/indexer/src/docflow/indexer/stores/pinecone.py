@@ -167,7 +167,8 @@ class PineconeStore:
         return cls(index, settings.upsert_batch_size, sparse=settings.pinecone_sparse)
 
     def upsert(self, tenant: str, records: Sequence[VectorRecord], fresh: bool = False,
-               embedding_model: str | None = None) -> int:
+               embedding_model: str | None = None, generation: int = 0) -> int:
+        _only_generation_zero(generation)
         # Pinecone's upsert overwrites by id whether or not the ids exist: `fresh` changes nothing.
         # Models are not recorded per namespace here (the index's dimension is fixed at
         # creation, which refuses another width); LanceDB records and checks them.
@@ -190,14 +191,17 @@ class PineconeStore:
                 self.index.delete(ids=ids[start:start + MAX_IDS_PER_DELETE], namespace=tenant)
         return len(ids)
 
-    def delete_document(self, tenant: str, document_id: str, keep_version: int | None = None) -> int:
+    def delete_document(self, tenant: str, document_id: str, keep_version: int | None = None,
+                        generation: int = 0) -> int:
+        _only_generation_zero(generation)
         ids = self._ids(tenant, document_id_prefix(document_id))
         if keep_version is not None:
             ids = [id_ for id_ in ids if version_of_id(document_id, id_) < keep_version]
         return self._delete_ids(tenant, ids)
 
     def delete_version(self, tenant: str, document_id: str, version: int,
-                       written_ids: Sequence[str] = ()) -> int:
+                       written_ids: Sequence[str] = (), generation: int = 0) -> int:
+        _only_generation_zero(generation)
         # Serverless listing is eventually consistent: vectors upserted seconds ago may
         # not be listed yet, so the ids the caller just wrote are deleted as well.
         listed = self._ids(tenant, version_id_prefix(document_id, version))
@@ -205,7 +209,9 @@ class PineconeStore:
 
     def search(self, tenant: str, vector: Sequence[float] | None, top_k: int, *,
                mode: SearchMode = SearchMode.VECTOR, text: str = "",
-               filter: dict[str, Any] | None = None, embedding_model: str | None = None) -> list[SearchHit]:
+               filter: dict[str, Any] | None = None, embedding_model: str | None = None,
+               generation: int = 0) -> list[SearchHit]:
+        _only_generation_zero(generation)
         if mode is not SearchMode.VECTOR and not self.sparse:
             raise UnsupportedSearchMode(
                 f"the pinecone vector store has no keyword index, so it cannot serve {mode.value!r} "
@@ -239,13 +245,15 @@ class PineconeStore:
                                   page=None if page is None else int(page), id=match.id))
         return hits
 
-    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue]) -> int:
+    def update_metadata(self, tenant: str, document_id: str, metadata: dict[str, MetadataValue],
+                        generation: int = 0) -> int:
         """Set the new metadata on each of the document's vectors, by id.
 
         `update(set_metadata=)` merges keys and cannot remove one, so a vector that still
         carries a key the document no longer has is re-upserted whole instead (its own
         values, fetched: nothing is embedded again).
         """
+        _only_generation_zero(generation)
         wanted = user_metadata(metadata)
         ids = self._ids(tenant, document_id_prefix(document_id))
         rewrite: list[dict[str, Any]] = []
@@ -271,12 +279,21 @@ class PineconeStore:
                 self.index.upsert(vectors=batch, namespace=tenant)
         return len(ids)
 
-    def count(self, tenant: str, document_id: str) -> int:
+    def count(self, tenant: str, document_id: str, generation: int = 0) -> int:
+        _only_generation_zero(generation)
         return len(self._ids(tenant, document_id_prefix(document_id)))
 
     def ping(self) -> None:
         with _unreachable_is_transient("describe index stats"):
             self.index.describe_index_stats()
+
+
+def _only_generation_zero(generation: int) -> None:
+    """A tenant's namespace is its only generation: re-embedding is LanceDB's (the gateway
+    refuses it for Pinecone, whose index fixes one dimension for every namespace), so
+    nothing asks for another one here (docs/architecture.md, "Re-embedding")."""
+    if generation:
+        raise ValueError(f"Pinecone keeps one generation per tenant, not {generation}")
 
 
 def _dense(vector: Sequence[float] | None) -> list[float]:
