@@ -47,7 +47,7 @@ def mismatch_message(table_model: str, other_model: str, tenant: str, what: str)
     """The refusal: both models, and what to do about it."""
     return (f"{what} was embedded with model {other_model!r} but tenant {tenant!r}'s index holds vectors of "
             f"model {table_model!r}; vectors of different models cannot be mixed in one index. Re-embed the "
-            f"tenant's documents with the new model (reprocess them into a fresh index), or set the embedder "
+            f"tenant's documents with the new model (POST /v1/admin/reembed), or set the embedder "
             f"back to {table_model!r}")
 
 

@@ -11,6 +11,11 @@ def artifact_prefix(tenant: str, document_id: str) -> str:
     return f"tenants/{tenant}/documents/{document_id}/"
 
 
+def version_prefix(tenant: str, document_id: str, version: int) -> str:
+    """Where one version's artifacts are (a re-embed reads a completed version's chunks)."""
+    return f"{artifact_prefix(tenant, document_id)}v{int(version)}/"
+
+
 class PipelineMessage(BaseModel):
     """What each stage receives and, with its own output key filled in, returns."""
 
@@ -33,7 +38,7 @@ class PipelineMessage(BaseModel):
 
     @property
     def version_prefix(self) -> str:
-        return f"{artifact_prefix(self.tenant, self.document_id)}v{self.version}/"
+        return version_prefix(self.tenant, self.document_id, self.version)
 
     def key(self, artifact: str) -> str:
         """Storage key of one of this run's artifacts, e.g. `chunks.json`."""

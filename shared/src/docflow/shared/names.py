@@ -169,6 +169,14 @@ class Task(StrEnum):
     MAINTAIN = "docflow.index.maintain"
     # One webhook delivery (an event to one registered URL), with its retries.
     DELIVER_WEBHOOK = "docflow.index.deliver_webhook"
+    # Re-embedding a tenant (docs/architecture.md, "Re-embedding"): the job's coordinator,
+    # one step per message on the maintenance queue; each document's embedding with the
+    # embedder's model and its indexing into the new generation; the old generation's
+    # table dropped once searches no longer use it.
+    REEMBED_TENANT = "docflow.index.reembed_tenant"
+    REEMBED_EMBED = "docflow.embed.reembed_document"
+    REEMBED_INDEX = "docflow.index.reembed_document"
+    DROP_GENERATION = "docflow.index.drop_generation"
 
 
 STAGE_OF_TASK: dict[Task, Stage] = {
@@ -183,6 +191,10 @@ STAGE_OF_TASK: dict[Task, Stage] = {
     Task.UPDATE_METADATA: Stage.INDEX,
     Task.MAINTAIN: Stage.INDEX,
     Task.DELIVER_WEBHOOK: Stage.INDEX,
+    Task.REEMBED_TENANT: Stage.INDEX,
+    Task.REEMBED_EMBED: Stage.EMBED,
+    Task.REEMBED_INDEX: Stage.INDEX,
+    Task.DROP_GENERATION: Stage.INDEX,
 }
 
 # Every task runs on a queue of the stage whose libraries it needs: searches on its
@@ -193,5 +205,7 @@ QUEUE_OF_TASK: dict[Task, Queue] = {
     Task.SEARCH: Queue.QUERY_INDEX,
     Task.MAINTAIN: Queue.MAINTENANCE,
     Task.DELIVER_WEBHOOK: Queue.WEBHOOKS,
+    Task.REEMBED_TENANT: Queue.MAINTENANCE,
+    Task.DROP_GENERATION: Queue.MAINTENANCE,
 }
 TASK_ROUTES: dict[str, dict[str, str]] = {task.value: {"queue": queue.value} for task, queue in QUEUE_OF_TASK.items()}

@@ -44,6 +44,10 @@ class SearchQuery(BaseModel):
     limit: int = Field(ge=1)
     # A filter already validated and normalised by search_filter.parse_filter.
     filter: dict[str, Any] | None = None
+    # The generation of the tenant's index to search, read by the gateway with the model
+    # it had the query embedded with (docs/architecture.md, "Re-embedding"); None: the
+    # indexer reads the active one itself (a gateway from before generations).
+    generation: int | None = None
 
 
 class IndexHit(BaseModel):

@@ -218,6 +218,9 @@ class Settings(BaseSettings):
     # after the first write of a batch of fewer.
     index_maintenance_writes: int = Field(default=100, gt=0)
     index_maintenance_delay_seconds: int = Field(default=300, gt=0)
+    # A re-embed (POST /v1/admin/reembed) keeps at most this many of the tenant's
+    # documents in the embed and index queues at a time, so uploads still get their turn.
+    reembed_window: int = Field(default=16, ge=1, le=1000)
     # A tenant's vector (ANN) index is built once its table holds this many chunks;
     # below it an exact scan is as fast. Then maintenance keeps the index current.
     vector_index_min_rows: int = Field(default=50_000, gt=0)

@@ -393,6 +393,10 @@ class StatusStore:
     def _tenant_key(self, tenant: str) -> str:
         return f"{self.prefix}tenant:{tenant}:documents"
 
+    def documents_key(self, tenant: str) -> str:
+        """Every document of the tenant, scored by creation time (a re-embed walks it)."""
+        return self._tenant_key(tenant)
+
     def _status_key(self, tenant: str, status: DocumentStatus | str) -> str:
         return f"{self.prefix}tenant:{tenant}:status:{DocumentStatus(status).value}"
 
