@@ -56,3 +56,29 @@ def test_factory_builds_hashing_from_settings():
     assert provider.name == "hash"
     assert provider.dimensions == 32
     assert provider.embed(["x"]).shape == (1, 32)
+
+
+def test_a_search_can_embed_with_the_model_a_tenants_index_holds(monkeypatch):
+    """A tenant being re-embedded keeps its old model for searches: the query embedder
+    builds that model beside the configured one (docs/architecture.md, "Re-embedding")."""
+    from docflow.embedder import loaded_provider
+    from docflow.embedder.providers import settings_for_model
+    from docflow.shared.settings import Settings
+
+    settings = Settings(embedder="hash", hash_dimensions=128)
+    assert settings_for_model(settings, "hash:feature-hashing:256").hash_dimensions == 256
+    assert settings_for_model(settings, "minilm:all-MiniLM-L6-v2:384").embedder == "minilm"
+    assert settings_for_model(settings, "minilm:all-MiniLM-L6-v2:768") is None
+    assert settings_for_model(settings, "cohere:embed-v3:1024") is None
+
+    monkeypatch.setattr(loaded_provider, "get_settings", lambda: settings)
+    loaded_provider.forget_provider()
+    try:
+        assert loaded_provider.provider_for_model(None).dimensions == 128
+        assert loaded_provider.provider_for_model("hash:feature-hashing:128").dimensions == 128
+        old = loaded_provider.provider_for_model("hash:feature-hashing:256")
+        assert old.dimensions == 256 and old is loaded_provider.provider_for_model("hash:feature-hashing:256")
+        # A model this embedder cannot build: the configured one answers (the indexer then refuses, 409).
+        assert loaded_provider.provider_for_model("cohere:embed-v3:1024").dimensions == 128
+    finally:
+        loaded_provider.forget_provider()

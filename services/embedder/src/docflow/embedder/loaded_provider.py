@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import structlog
 
-from docflow.embedder.providers import EmbeddingProvider, create_provider
+from docflow.embedder.providers import EmbeddingProvider, create_provider, settings_for_model
 from docflow.embedder.providers.minilm import available_cpus
 from docflow.shared.settings import get_settings
 
@@ -37,6 +37,47 @@ def get_provider() -> EmbeddingProvider:
         return _provider
 
 
+# Providers of other models than the configured one, loaded on first use by a search of
+# a tenant whose active index still holds such a model (during its re-embed): model
+# identity -> provider, or None when this embedder cannot build it. A few at most.
+_other_models: dict[str, EmbeddingProvider | None] = {}
+
+
+def is_model(provider: EmbeddingProvider, identity: str) -> bool:
+    """Whether `provider` computes the model `identity` names (an openai endpoint's width
+    is only known from its answers: its name and model decide then)."""
+    try:
+        dimensions = str(provider.dimensions)
+    except Exception:
+        dimensions = None
+    head, _, width = identity.rpartition(":")
+    return head == f"{provider.name}:{provider.model_name}" and (dimensions is None or dimensions == width)
+
+
+def provider_for_model(identity: str | None) -> EmbeddingProvider:
+    """The provider of model `identity`: the configured one when it is that model (or none
+    is named), else one built for it once per process from the settings with that model
+    (docs/architecture.md, "Re-embedding"). When it cannot be built the configured
+    provider answers, and the indexer refuses its vector (the search's 409)."""
+    configured = get_provider()
+    if identity is None or is_model(configured, identity):
+        return configured
+    with _lock:
+        if identity not in _other_models:
+            settings = settings_for_model(get_settings(), identity)
+            provider = None
+            if settings is not None:
+                try:
+                    provider = create_provider(settings, _pool_processes)
+                    provider.load()
+                    log.info("loaded another model for searches", model=identity, runtime=provider.runtime)
+                except Exception:
+                    log.exception("could not load the model a tenant's index holds", model=identity)
+                    provider = None
+            _other_models[identity] = provider
+        return _other_models[identity] or configured
+
+
 def load_provider() -> None:
     """Run in each pool process after fork (Celery's worker_process_init).
 
@@ -55,6 +96,7 @@ def forget_provider() -> None:
     global _provider, _pool_processes, _embedding_now
     with _lock:
         _provider = None
+        _other_models.clear()
         _pool_processes = None
         _embedding_now = None
 

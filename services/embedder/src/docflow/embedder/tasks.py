@@ -7,14 +7,16 @@ import structlog
 from celery.exceptions import Ignore
 
 from docflow.embedder import providers
-from docflow.embedder.loaded_provider import embedding_slot, fit_threads, get_provider
+from docflow.embedder.loaded_provider import embedding_slot, fit_threads, get_provider, provider_for_model
 from docflow.embedder.worker import app
 from docflow.shared import artifacts, metrics
 from docflow.shared.embedding_models import QueryVector, model_identity
 from docflow.shared.errors import ErrorCode, PermanentError
-from docflow.shared.messages import PipelineMessage
+from docflow.shared.messages import PipelineMessage, version_prefix
 from docflow.shared.names import Task
+from docflow.shared.reembed import ReembedMessage, Reembeds, ReembedState, reembedded_artifact
 from docflow.shared.stage_task import DocflowTask, StageTask
+from docflow.shared.status import DocumentStatus
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +48,26 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
         raise PermanentError(ErrorCode.EMPTY_DOCUMENT, "the document has no chunks to embed")
 
     provider = get_provider()
-    batch_size = providers.batch_size(self.settings)
+
+    def after_batch(done: int) -> None:
+        self.report(msg, done, len(texts))
+        _stop_if_superseded(self, msg)
+
+    matrix = embed_texts(provider, texts, providers.batch_size(self.settings), after_batch)
+
+    key = msg.key(artifacts.EMBEDDINGS)
+    if not self.store_artifacts(msg, {key: artifacts.dump_embeddings(matrix)}):
+        raise Ignore()  # deleted or reprocessed meanwhile: nothing of it written
+    model = model_identity(provider.name, provider.model_name, matrix.shape[1])
+    log.info("document embedded", chunks=len(texts), dimensions=matrix.shape[1], provider=provider.name,
+             model=model, runtime=provider.runtime)
+    return msg.model_copy(update={"embeddings_key": key, "embedding_model": model,
+                                  "embedding_runtime": provider.runtime}).model_dump()
+
+
+def embed_texts(provider, texts: list[str], batch_size: int, after_batch=None) -> np.ndarray:
+    """Every text's vector (row i for text i), embedded longest first in batches;
+    `after_batch(done)` runs after each (progress, and stopping a superseded run)."""
     order = longest_first(texts)
     matrix: np.ndarray | None = None
     with embedding_slot():
@@ -58,18 +79,9 @@ def embed_document(self: StageTask, message: dict[str, Any]) -> dict[str, Any]:
                 matrix = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             matrix[rows] = vectors
             metrics.EMBEDDINGS_COMPUTED.labels(provider.name, provider.runtime).inc(len(rows))
-            done = min(start + batch_size, len(texts))
-            self.report(msg, done, len(texts))
-            _stop_if_superseded(self, msg)
-
-    key = msg.key(artifacts.EMBEDDINGS)
-    if not self.store_artifacts(msg, {key: artifacts.dump_embeddings(matrix)}):
-        raise Ignore()  # deleted or reprocessed meanwhile: nothing of it written
-    model = model_identity(provider.name, provider.model_name, matrix.shape[1])
-    log.info("document embedded", chunks=len(texts), dimensions=matrix.shape[1], provider=provider.name,
-             model=model, runtime=provider.runtime)
-    return msg.model_copy(update={"embeddings_key": key, "embedding_model": model,
-                                  "embedding_runtime": provider.runtime}).model_dump()
+            if after_batch is not None:
+                after_batch(min(start + batch_size, len(texts)))
+    return matrix
 
 
 def _stop_if_superseded(task: StageTask, msg: PipelineMessage) -> None:
@@ -83,10 +95,53 @@ def _stop_if_superseded(task: StageTask, msg: PipelineMessage) -> None:
 # the failure at once.
 @app.task(base=DocflowTask, name=Task.EMBED_QUERY.value, bind=True, autoretry_for=(),
           dead_letter_on_failure=False)
-def embed_query(self: DocflowTask, query: str) -> dict[str, Any]:
+def embed_query(self: DocflowTask, query: str, model: str | None = None) -> dict[str, Any]:
     """The query's vector and the model that made it (shared.embedding_models.QueryVector):
-    the indexer refuses to search a tenant's index of another model with it."""
-    provider = get_provider()
+    the indexer refuses to search a tenant's index of another model with it.
+
+    `model`: the model of the tenant's active index when the gateway knows it (a tenant
+    being or having been re-embedded), embedded with even if it is not the configured
+    one, so searches go on during a re-embed (docs/architecture.md, "Re-embedding")."""
+    provider = provider_for_model(model)
     vector = provider.embed([query])[0]
     return QueryVector(vector=vector.tolist(), model_id=model_identity(provider.name, provider.model_name, len(vector)),
                        runtime=provider.runtime).model_dump()
+
+
+class ReembedEmbedTask(DocflowTask):
+    """A document whose re-embedding finally fails is counted as failed by its job (the
+    indexer's task of the chain never runs then)."""
+
+    dead_letter_on_failure = False  # the job reports it; a new re-embed retries it
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+        try:
+            msg = ReembedMessage.model_validate(args[0])
+        except Exception:
+            return
+        jobs = Reembeds(self.redis, self.settings.redis_key_prefix)
+        job = jobs.job(msg.tenant)
+        if job is not None and job.state is ReembedState.RUNNING and job.to_generation == msg.generation:
+            jobs.note_failed(msg.tenant, msg.document_id, f"{type(exc).__name__}: {exc}")
+
+
+@app.task(base=ReembedEmbedTask, name=Task.REEMBED_EMBED.value, bind=True)
+def reembed_document(self: ReembedEmbedTask, message: dict[str, Any]) -> dict[str, Any]:
+    """A completed document's chunks embedded again with the configured model, for the
+    indexer to write into a re-embed's new generation (docs/architecture.md,
+    "Re-embedding"). A document deleted or reprocessed since is passed on unembedded."""
+    msg = ReembedMessage.model_validate(message)
+    record = self.status.get(msg.document_id)
+    if record is None or record.version != msg.version or record.status is not DocumentStatus.COMPLETED:
+        return msg.model_dump()
+    texts = read_chunk_texts(self.storage.get(msg.chunks_key))
+    if not texts:
+        raise PermanentError(ErrorCode.EMPTY_DOCUMENT, "the document has no chunks to embed")
+    provider = get_provider()
+    matrix = embed_texts(provider, texts, providers.batch_size(self.settings))
+    key = version_prefix(msg.tenant, msg.document_id, msg.version) + reembedded_artifact(msg.generation)
+    self.storage.put(key, artifacts.dump_embeddings(matrix))
+    return msg.model_copy(update={
+        "embeddings_key": key, "embedding_model": model_identity(provider.name, provider.model_name, matrix.shape[1]),
+        "embedding_runtime": provider.runtime}).model_dump()

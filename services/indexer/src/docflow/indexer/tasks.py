@@ -9,6 +9,7 @@ from celery.exceptions import Ignore
 from pydantic import ValidationError
 
 from docflow.indexer import metrics as index_metrics
+from docflow.indexer.generations import generation_for_write, reembeds, send_reembed
 from docflow.indexer.maintenance import MaintenanceSchedule
 from docflow.indexer.stores import NO_ATTRIBUTES, DocumentAttributes, SearchHit, VectorRecord
 from docflow.indexer.stores.base import filterable_metadata
@@ -18,6 +19,7 @@ from docflow.shared.embedding_models import QueryVector
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.highlights import highlights
 from docflow.shared.messages import Chunk, PipelineMessage
+from docflow.shared.reembed import ReembedMessage
 from docflow.shared.names import Task
 from docflow.shared.search import IndexHit, SearchMode, SearchQuery
 from docflow.shared.stage_task import DocflowTask, StageTask
@@ -42,7 +44,7 @@ def load_embeddings(data: bytes) -> np.ndarray:
         raise PermanentError(ErrorCode.INTERNAL_ERROR, f"embeddings artifact is malformed: {exc}") from exc
 
 
-def build_records(msg: PipelineMessage, chunks: list[Chunk], embeddings: np.ndarray,
+def build_records(msg: PipelineMessage | ReembedMessage, chunks: list[Chunk], embeddings: np.ndarray,
                   attributes: DocumentAttributes = NO_ATTRIBUTES) -> list[VectorRecord]:
     """One record per chunk; embedding row i belongs to chunk i."""
     if not chunks:
@@ -92,6 +94,9 @@ def index_document(self: StageTask, message: dict) -> dict:
 
     store = get_store()
     total = len(records)
+    # The active generation, or the one a running re-embed builds if only it can take
+    # this model (docs/architecture.md, "Re-embedding").
+    generation = generation_for_write(self, msg.tenant, msg.embedding_model)
     # `begin` counts every run of the stage per version atomically (a retry or a
     # redelivery after a killed worker counts 2, 3, ...) and refuses an earlier stage's
     # message once this one began, so the count never restarts: on the first run none
@@ -101,7 +106,7 @@ def index_document(self: StageTask, message: dict) -> dict:
     batch_size = self.settings.upsert_batch_size
     for start in range(0, total, batch_size):
         done = store.upsert(msg.tenant, records[start:start + batch_size], fresh=fresh,
-                            embedding_model=msg.embedding_model) + start
+                            embedding_model=msg.embedding_model, generation=generation) + start
         metrics.VECTORS_UPSERTED.labels(self.settings.vector_store).inc(done - start)
         if done < total:  # the last batch's progress (100) comes with `complete`
             self.report(msg, done, total)
@@ -110,7 +115,8 @@ def index_document(self: StageTask, message: dict) -> dict:
     # sent may have run before our last batch landed, so look again and rewrite.
     current = self.status.get(msg.document_id)
     if current is not None and filterable_metadata(current.metadata) != attributes.metadata:
-        store.update_metadata(msg.tenant, msg.document_id, filterable_metadata(current.metadata))
+        store.update_metadata(msg.tenant, msg.document_id, filterable_metadata(current.metadata),
+                              generation=generation)
 
     # Version 1 has no older versions to drop, so it completes at once: `complete`
     # applies only while the version is current and the document not final, and only
@@ -118,22 +124,34 @@ def index_document(self: StageTask, message: dict) -> dict:
     model = {"embedding_model": msg.embedding_model, "embedding_runtime": msg.embedding_runtime}
     if msg.version == 1 and self.status.complete(msg.document_id, msg.version, vectors=total, **model):
         _count_completed(self, msg)
+        _after_write(self, msg, generation)
     elif keeps_vectors(self.status.get(msg.document_id), msg.version):
         if msg.version > 1:
             # Reprocessing replaces old vectors: drop the versions before this one
             # before completing, so a crash in between redelivers a run that drops them.
-            store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version)
+            store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version, generation=generation)
             # And their artifacts, before `complete` (which ends the record's updates).
             self.drop_older_versions_artifacts(msg)
         if self.status.complete(msg.document_id, msg.version, vectors=total, **model):
             _count_completed(self, msg)
+        _after_write(self, msg, generation)
     else:
         # Deleted, reprocessed or cancelled while we wrote: a stale run leaves nothing behind.
         removed = store.delete_version(msg.tenant, msg.document_id, msg.version,
-                                       written_ids=[record.id for record in records])
+                                       written_ids=[record.id for record in records], generation=generation)
         log.info("run became stale while indexing; removed its vectors", removed=removed)
     note_index_writes(self, msg.tenant)
     return {"document_id": msg.document_id, "version": msg.version, "vectors": total}
+
+
+def _after_write(task: StageTask, msg: PipelineMessage, generation: int) -> None:
+    """A completed document written into `generation` while a re-embed runs is noted for
+    the job to redo in its new generation; one written into a generation a switch has
+    retired meanwhile is sent there at once (docs/architecture.md, "Re-embedding")."""
+    if reembeds(task).after_write(msg.tenant, msg.document_id, generation) == "late":
+        active = reembeds(task).active(msg.tenant).generation
+        log.info("generation switched while indexing; re-embedding into the active one", generation=active)
+        send_reembed(msg.tenant, msg.document_id, msg.version, active)
 
 
 def _count_completed(task: StageTask, msg: PipelineMessage) -> None:
@@ -148,7 +166,8 @@ def _remove_stale_run(task: StageTask, message: dict) -> None:
     except ValidationError:
         return
     if not keeps_vectors(task.status.get(msg.document_id), msg.version):
-        get_store().delete_version(msg.tenant, msg.document_id, msg.version)
+        for generation in reembeds(task).live_generations(msg.tenant):
+            get_store().delete_version(msg.tenant, msg.document_id, msg.version, generation=generation)
 
 
 # The caller waits for the answer: a failure goes straight back to it, neither retried
@@ -164,9 +183,14 @@ def search(self: DocflowTask, vector: dict | list[float] | None, query: dict) ->
     """
     request = SearchQuery.model_validate(query)
     embedded = QueryVector.of(vector)
+    # The generation the gateway read with the model it had the query embedded with, so
+    # a switch between the two steps cannot pair them wrongly ("Re-embedding").
+    generation = request.generation if request.generation is not None else \
+        reembeds(self).active(request.tenant).generation
     hits: list[SearchHit] = get_store().search(
         request.tenant, embedded.vector if embedded else None, request.limit, mode=request.mode,
-        text=request.text, filter=request.filter, embedding_model=embedded.model_id if embedded else None)
+        text=request.text, filter=request.filter, embedding_model=embedded.model_id if embedded else None,
+        generation=generation)
     matched_terms = request.mode is not SearchMode.VECTOR
     return [IndexHit(document_id=hit.document_id, chunk_index=hit.chunk_index, text=hit.text, page=hit.page,
                      score=hit.score, highlights=highlights(request.text, hit.text) if matched_terms else [],
@@ -175,8 +199,10 @@ def search(self: DocflowTask, vector: dict | list[float] | None, query: dict) ->
 
 @app.task(base=DocflowTask, name=Task.DELETE_DOCUMENT.value, bind=True)
 def delete_document(self: DocflowTask, tenant: str, document_id: str) -> int:
-    """Every version's vectors of a deleted document; retried on transient errors."""
-    removed = get_store().delete_document(tenant, document_id)
+    """Every version's vectors of a deleted document, in every live generation (a running
+    re-embed's too); retried on transient errors."""
+    removed = sum(get_store().delete_document(tenant, document_id, generation=generation)
+                  for generation in reembeds(self).live_generations(tenant))
     note_index_writes(self, tenant)
     return removed
 
@@ -189,7 +215,9 @@ def update_metadata(self: DocflowTask, tenant: str, document_id: str) -> int:
     record = self.status.get(document_id)
     if record is None or record.tenant != tenant:
         return 0  # deleted meanwhile: its vectors go with it
-    rewritten = get_store().update_metadata(tenant, document_id, filterable_metadata(record.metadata))
+    rewritten = sum(get_store().update_metadata(tenant, document_id, filterable_metadata(record.metadata),
+                                                generation=generation)
+                    for generation in reembeds(self).live_generations(tenant))
     note_index_writes(self, tenant)
     return rewritten
 
@@ -214,8 +242,15 @@ def maintain(self: DocflowTask, tenant: str) -> dict:
         schedule.started(tenant)
         store = get_store()
         maintain_table = getattr(store, "maintain", None)
+        # The active generation's health is the tenant's; one a re-embed is building is
+        # maintained too, so it is compact and indexed by the time searches switch to it.
+        active, *building = reembeds(self).live_generations(tenant)
+        for generation in building if maintain_table is not None else ():
+            maintain_table(tenant, self.settings.index_version_retention_seconds,
+                           self.settings.vector_index_min_rows, generation=generation)
         health = None if maintain_table is None else maintain_table(
-            tenant, self.settings.index_version_retention_seconds, self.settings.vector_index_min_rows)
+            tenant, self.settings.index_version_retention_seconds, self.settings.vector_index_min_rows,
+            generation=active)
         if health is None:  # Pinecone maintains itself; or the tenant has no table yet
             outcome = "skipped"
             return {"tenant": tenant, "outcome": outcome}

@@ -58,7 +58,8 @@ def open_store() -> None:
         log.warning("vector store not opened at process start; will retry on first task", error=str(exc))
 
 
-app = create_worker_app(Stage.INDEX, include=["docflow.indexer.tasks", "docflow.indexer.webhooks"],
+app = create_worker_app(Stage.INDEX, include=["docflow.indexer.tasks", "docflow.indexer.webhooks",
+                                                       "docflow.indexer.reembedding"],
                         on_process_start=open_store)
 # Maintenance runs on its own queue and worker, with limits of its own: compacting or
 # building a vector index over a big table takes minutes, not the index stage's seconds.

@@ -12,7 +12,7 @@ from docflow.shared.settings import Settings
 
 __all__ = ["DEFAULT_BATCH_SIZE", "EmbeddingProvider", "HashingProvider", "MiniLMOnnxProvider", "MiniLMProvider",
            "OnnxModelError", "OpenAICompatibleProvider", "batch_size", "check_model_files", "create_provider",
-           "describe", "l2_normalize"]
+           "describe", "l2_normalize", "settings_for_model"]
 
 # Chunks per model call when DOCFLOW_EMBEDDING_BATCH_SIZE is unset. MiniLM on CPU
 # runs fastest at 8-16 (bench/run.py sweeps it; larger batches only cost activation
@@ -49,6 +49,25 @@ def create_provider(settings: Settings, pool_processes: int | None = None) -> Em
     if settings.embedder == "hash":
         return HashingProvider(dimensions=settings.hash_dimensions)
     raise ValueError(f"unknown DOCFLOW_EMBEDDER {settings.embedder!r}")
+
+
+def settings_for_model(settings: Settings, identity: str) -> Settings | None:
+    """The settings that would make `create_provider` build the model `identity` names
+    (`provider:model:dimensions`), keeping every other setting (MiniLM's runtime, the
+    endpoint of `openai`); None if no provider of this embedder builds it. A search of a
+    tenant whose index holds another model than the configured one embeds its query with
+    this (docs/architecture.md, "Re-embedding")."""
+    provider, _, rest = identity.partition(":")
+    model, _, dimensions = rest.rpartition(":")
+    if not dimensions.isdigit():
+        return None
+    if provider == "hash" and model == HashingProvider.model_name:
+        return settings.model_copy(update={"embedder": "hash", "hash_dimensions": int(dimensions)})
+    if provider == "minilm" and model == MiniLMProvider.model_name and int(dimensions) == MODEL_DIMENSIONS:
+        return settings.model_copy(update={"embedder": "minilm"})
+    if provider == "openai" and model and settings.openai_base_url:
+        return settings.model_copy(update={"embedder": "openai", "openai_model": model})
+    return None
 
 
 def check_model_files(settings: Settings) -> None:
