@@ -118,7 +118,7 @@ def test_search_returns_the_callers_hits_without_deleted_documents(gateway, stub
     ]}
     # The embedding flowed from the first task into the second; the tenant came from the key.
     assert stub_workers.search_calls == [([0.5, 0.25], {
-        "tenant": "tenant-a", "text": "fox", "mode": "hybrid", "limit": 10, "filter": None})]
+        "tenant": "tenant-a", "text": "fox", "mode": "hybrid", "limit": 10, "filter": None, "generation": 0})]
 
 
 def test_top_k_defaults_to_5(gateway, stub_workers):
@@ -147,7 +147,7 @@ def test_keyword_search_goes_to_the_indexer_alone(gateway, stub_workers):
     assert response.status_code == 200, response.text
     assert stub_workers.embedded == []
     assert stub_workers.search_calls == [(None, {
-        "tenant": "tenant-a", "text": "fox", "mode": "keyword", "limit": 5, "filter": None})]
+        "tenant": "tenant-a", "text": "fox", "mode": "keyword", "limit": 5, "filter": None, "generation": 0})]
 
 
 def test_the_filter_reaches_the_indexer_validated_and_normalised(gateway, stub_workers):

@@ -16,6 +16,7 @@ from docflow.gateway.routers import admin as admin_routes
 from docflow.gateway.routers import batches as batch_routes
 from docflow.gateway.routers import console
 from docflow.gateway.routers import dead_letters
+from docflow.gateway.routers import reembed as reembed_routes
 from docflow.gateway.routers import documents, events, health, search, tasks
 from docflow.gateway.routers import webhooks as webhook_routes
 from docflow.shared.logging import configure_logging
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(dead_letters.router)
+    app.include_router(reembed_routes.router)
     app.include_router(console.router)  # the browser console at /console (docs/architecture.md)
     return app
 

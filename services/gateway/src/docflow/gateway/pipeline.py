@@ -143,16 +143,18 @@ class Pipeline:
             for stage, _ in DOCUMENT_STAGES
         ]
 
-    def search(self, query: SearchQuery, timeout: float) -> Any:
+    def search(self, query: SearchQuery, timeout: float, model: str | None = None) -> Any:
         """Embed the query on the embedder (the modes that need a vector), search on the
-        indexer, wait for the hits."""
+        indexer, wait for the hits. `model`: the model of the tenant's active index, when
+        known (docs/architecture.md, "Re-embedding"), for the embedder to embed with."""
         # Expiring the tasks at the deadline keeps workers from doing work whose caller
         # has already been told 504.
         search_task = self.celery.signature(Task.SEARCH.value, kwargs={"query": query.model_dump(mode="json")},
                                             ).set(expires=timeout, task_id=new_task_id())
         if query.mode.needs_vector:
             # The embedder's result (the vector) becomes the search task's first argument.
-            embed_task = self.celery.signature(Task.EMBED_QUERY.value, args=[query.text]).set(
+            embed_task = self.celery.signature(Task.EMBED_QUERY.value, args=[query.text],
+                                               kwargs={"model": model} if model else {}).set(
                 expires=timeout, task_id=new_task_id())
             canvas, ids = chain(embed_task, search_task), [embed_task.id, search_task.id]
         else:

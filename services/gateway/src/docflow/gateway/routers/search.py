@@ -18,6 +18,7 @@ from docflow.gateway.pipeline import SearchFailed, SearchModelMismatch, SearchMo
 from docflow.gateway.rate_limit import RATE_LIMITED, SearchRateLimited
 from docflow.gateway.schemas import SearchHit, SearchRequest, SearchResponse, shown_metadata
 from docflow.shared.names import Task
+from docflow.shared.reembed import Reembeds
 from docflow.shared.search import IndexHit, SearchMode, SearchQuery
 from docflow.shared.settings import Settings
 
@@ -109,9 +110,14 @@ def _search(request: SearchRequest, mode: SearchMode, services: Services, tenant
     reranker = services.reranker
     # A reranker re-scores more candidates than are asked for, then the best are kept.
     limit = max(request.top_k, reranker.candidates) if reranker else request.top_k
-    query = SearchQuery(tenant=tenant, text=request.query, mode=mode, limit=limit, filter=request.filter)
+    # The tenant's active index generation and its model, read together: the query is
+    # embedded with that model and searched in that generation, even while a re-embed
+    # switches to the next (docs/architecture.md, "Re-embedding").
+    active = Reembeds(services.redis, settings.redis_key_prefix).active(tenant)
+    query = SearchQuery(tenant=tenant, text=request.query, mode=mode, limit=limit, filter=request.filter,
+                        generation=active.generation)
     try:
-        raw = services.pipeline.search(query, settings.search_timeout_seconds)
+        raw = services.pipeline.search(query, settings.search_timeout_seconds, model=active.model)
     except SearchModeUnsupported as exc:
         SEARCHES.labels("failed").inc()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
