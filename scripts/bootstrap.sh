@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(redis-server tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu poppler-utils prometheus)
+# The console's browser tests drive Debian's Chromium with Playwright (never `playwright
+# install`: it downloads a browser); fonts-liberation gives its screenshots text.
+APT_PACKAGES+=(chromium fonts-liberation)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
