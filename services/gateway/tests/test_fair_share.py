@@ -9,7 +9,7 @@ ordering this buys with real workers is tests/e2e/test_fair_share.py's.
 import pytest
 from pydantic import SecretStr
 
-from docflow.gateway.lanes import runs_in_bulk_lane
+from docflow.gateway.lanes import is_bulk_batch, runs_in_bulk_lane
 from docflow.gateway.pipeline import stage_task_id
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.errors import ErrorCode
@@ -55,11 +55,27 @@ def test_past_the_limit_a_tenants_uploads_take_the_bulk_lane_and_others_do_not(g
     assert all("queue" not in step["options"] for m in broker.messages(Queue.EXTRACT.value) for step in m.chain)
 
 
-def test_a_big_batch_goes_bulk_past_the_limit(gateway, broker):
+@pytest.mark.parametrize(("files", "limit", "bulk"), [(3, 2, True), (2, 2, False), (1, 1, False), (1000, 0, False)])
+def test_a_batch_of_more_files_than_the_limit_is_bulk_whole(files, limit, bulk):
+    assert is_bulk_batch(files, limit) is bulk
+
+
+def test_a_big_batch_goes_bulk_from_its_first_file(gateway, broker):
+    """By the count alone its first two files would take the document queues, ahead of
+    any other tenant's upload sent just after it."""
     parts = [("file", (f"f{n}.txt", text(n), "text/plain")) for n in range(5)]
     response = gateway.client.post("/v1/batches", headers=gateway.auth(), files=parts)
     assert response.status_code == 202, response.text
-    assert broker.length(Queue.EXTRACT.value) == 2 and broker.length(Queue.BULK_EXTRACT.value) == 3
+    assert broker.length(Queue.EXTRACT.value) == 0 and broker.length(Queue.BULK_EXTRACT.value) == 5
+
+
+def test_a_small_batch_is_judged_by_the_count_like_uploads(gateway, broker):
+    gateway.accepted(data=text(50))
+    parts = [("file", (f"f{n}.txt", text(n), "text/plain")) for n in range(2)]
+    response = gateway.client.post("/v1/batches", headers=gateway.auth(), files=parts)
+    assert response.status_code == 202, response.text
+    # One in flight before it: its first file makes two, so the second goes bulk.
+    assert broker.length(Queue.EXTRACT.value) == 2 and broker.length(Queue.BULK_EXTRACT.value) == 1
 
 
 def test_only_documents_in_flight_count(gateway, broker, redis_client):

@@ -128,10 +128,10 @@ class Settings(BaseSettings):
     batch_max_files: int = Field(default=1000, gt=0)
     batch_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     # Fair sharing (docflow.gateway.lanes): a tenant with this many documents or more
-    # already in flight gets its next ones on the stages' bulk lanes, which workers take
-    # turn about with the document queues, so one tenant's import does not hold up
-    # another's upload. 0 turns it off (every document on the document queues).
-    fair_share_interactive_limit: int = Field(default=8, ge=0)
+    # already in flight, and a batch of more files than this, go to the stages' bulk
+    # lanes, which workers take turn about with the document queues, so one tenant's
+    # import does not hold up another's upload. 0 turns it off (all on the document queues).
+    fair_share_interactive_limit: int = Field(default=4, ge=0)
 
     # --- Storage (originals and artifacts) ---------------------------------------
     storage_backend: Literal["local", "s3"] = "local"

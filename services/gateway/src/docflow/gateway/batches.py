@@ -61,6 +61,7 @@ from docflow.gateway.duplicates import OnDuplicate
 from docflow.gateway.filenames import sanitize_filename
 from docflow.gateway.idempotency import Claim
 from docflow.gateway.intake import accept_upload
+from docflow.gateway.lanes import is_bulk_batch
 from docflow.gateway.metrics import DOCUMENTS_REJECTED, rejection_reason
 from docflow.gateway.uploads import (
     FILE_FIELD,
@@ -274,13 +275,13 @@ def _error_entry(filename: str, exc: Exception) -> dict[str, Any]:
 
 
 def _judge(services: Services, tenant: str, file: BatchFile, on_duplicate: OnDuplicate,
-           max_file_bytes: int) -> dict[str, Any]:
+           max_file_bytes: int, bulk: bool) -> dict[str, Any]:
     filename = sanitize_filename(file.raw_filename)
     if file.too_large:
         return _error_entry(filename, HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                                                     f"file too large: the limit is {max_file_bytes} bytes"))
     try:
-        _, accepted = accept_upload(services, tenant, file, on_duplicate)
+        _, accepted = accept_upload(services, tenant, file, on_duplicate, bulk=bulk)
     except HTTPException as exc:  # empty, unsupported type: this file's fault
         return _error_entry(filename, exc)
     finally:
@@ -305,13 +306,14 @@ def accept_batch(services: Services, tenant: str, batch: ReceivedBatch, on_dupli
     if claim is not None:
         services.idempotency.attach(claim, batch_id)
     renewed = time.monotonic()
+    bulk = is_bulk_batch(len(batch.files), services.settings.fair_share_interactive_limit)
     entries: list[dict[str, Any]] = []
     for index, file in enumerate(batch.files):
         if index in done:
             entries.append(done[index])
             continue
         try:
-            entry = _judge(services, tenant, file, on_duplicate, services.settings.max_upload_bytes)
+            entry = _judge(services, tenant, file, on_duplicate, services.settings.max_upload_bytes, bulk)
         except _TRANSIENT as exc:
             if not any(e.get("document_id") for e in entries):
                 raise  # nothing accepted yet: the whole request is a 503, and may be retried

@@ -47,9 +47,11 @@ def judge_content_type(upload: Upload, filename: str) -> ContentType:
 
 
 def accept_upload(services: Services, tenant: str, upload: Upload, on_duplicate: OnDuplicate,
-                  claim: Claim | None = None) -> tuple[int, DocumentAccepted]:
+                  claim: Claim | None = None, bulk: bool = False) -> tuple[int, DocumentAccepted]:
     """(status code, answer): 202 for a new document or version, 200 for a skipped
-    duplicate. `claim`: the request's idempotency key, held (None without a key)."""
+    duplicate. `claim`: the request's idempotency key, held (None without a key).
+    `bulk`: part of a big batch, so on the bulk lanes whatever the tenant's count
+    (docflow.gateway.lanes)."""
     filename = sanitize_filename(upload.raw_filename)
     content_type = judge_content_type(upload, filename)
     if claim is not None and claim.overtaken_document_id:
@@ -65,12 +67,13 @@ def accept_upload(services: Services, tenant: str, upload: Upload, on_duplicate:
             if on_duplicate is OnDuplicate.SKIP:
                 log.info("duplicate upload skipped", filename=filename, status=existing.status.value)
                 return status.HTTP_200_OK, _existing(existing, duplicate=True)
-            started = start_new_version(services, existing)
+            started = start_new_version(services, existing, bulk=bulk)
             if started is not None:  # None: deleted just now, so not a duplicate any more
                 log.info("duplicate upload reprocessing", version=started.version, task_id=started.task_id)
                 return status.HTTP_202_ACCEPTED, DocumentAccepted(
                     document_id=existing.document_id, task_id=started.task_id, duplicate=True)
-    return status.HTTP_202_ACCEPTED, accept_document(services, tenant, upload, filename, content_type, claim)
+    return status.HTTP_202_ACCEPTED, accept_document(services, tenant, upload, filename, content_type, claim,
+                                                     bulk)
 
 
 def _document_with(services: Services, tenant: str, digest: str) -> DocumentRecord | None:
@@ -85,7 +88,7 @@ def _existing(record: DocumentRecord, duplicate: bool) -> DocumentAccepted:
 
 
 def accept_document(services: Services, tenant: str, upload: Upload, filename: str, content_type: ContentType,
-                    claim: Claim | None = None) -> DocumentAccepted:
+                    claim: Claim | None = None, bulk: bool = False) -> DocumentAccepted:
     """A new document from the upload: stored, recorded (with its digest) and enqueued."""
     document_id = uuid.uuid4().hex
     task_id = new_task_id()
@@ -108,7 +111,7 @@ def accept_document(services: Services, tenant: str, upload: Upload, filename: s
         )
         # The record, the task's owner and the digest in one transaction, then the
         # message; a failed enqueue undoes the record (docflow.gateway.versions).
-        start_first_version(services, record, also=remember_digest)
+        start_first_version(services, record, also=remember_digest, bulk=bulk)
     except BaseException:
         _remove_original(services, tenant, document_id)
         raise

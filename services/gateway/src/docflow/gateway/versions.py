@@ -36,12 +36,14 @@ class Started:
 
 
 def start_first_version(services: Services, record: DocumentRecord,
-                        also: Callable[[redis.client.Pipeline], None] | None = None) -> Started:
+                        also: Callable[[redis.client.Pipeline], None] | None = None,
+                        bulk: bool = False) -> Started:
     """Create the record and its task owner (one transaction, one round trip) and enqueue
     version 1; undone (and re-raised) if the enqueue fails. `also` queues the caller's
     own writes on that transaction (the upload's digest): they exist iff the record does.
     The tenant's documents in flight are counted in the same transaction, before the
-    record joins them: they choose the version's lane (docflow.gateway.lanes)."""
+    record joins them: they choose the version's lane (docflow.gateway.lanes), unless
+    `bulk` (a file of a big batch) chose it already."""
     assert record.task_id, "an upload's record names its task"
     writes = services.redis.pipeline(transaction=True)
     counted = services.status.count_in_flight(record.tenant, writes)
@@ -51,7 +53,7 @@ def start_first_version(services: Services, record: DocumentRecord,
     if also is not None:
         also(writes)
     in_flight = sum(int(n) for n in writes.execute()[:counted])
-    bulk = runs_in_bulk_lane(in_flight, services.settings.fair_share_interactive_limit)
+    bulk = bulk or runs_in_bulk_lane(in_flight, services.settings.fair_share_interactive_limit)
     try:
         services.pipeline.enqueue_document(_message(record, record.version), record.task_id, bulk=bulk)
     except BaseException:
@@ -61,7 +63,7 @@ def start_first_version(services: Services, record: DocumentRecord,
 
 
 def start_new_version(services: Services, record: DocumentRecord,
-                      if_unchanged: tuple[str, str] | None = None) -> Started | None:
+                      if_unchanged: tuple[str, str] | None = None, bulk: bool = False) -> Started | None:
     """Restart the document as a new version and enqueue it (reprocess, recovery).
 
     None when the document was deleted meanwhile or, with `if_unchanged` (the raw
@@ -76,7 +78,7 @@ def start_new_version(services: Services, record: DocumentRecord,
     if restarted is None:
         services.tasks.forget(task_id)
         return None
-    bulk = runs_in_bulk_lane(in_flight, services.settings.fair_share_interactive_limit)
+    bulk = bulk or runs_in_bulk_lane(in_flight, services.settings.fair_share_interactive_limit)
     try:
         services.pipeline.enqueue_document(_message(record, restarted.version), task_id, bulk=bulk)
     except BaseException:
