@@ -11,18 +11,19 @@ import time
 import redis
 
 from docflow.devstack import samples
-from docflow.shared.names import QUEUE_OF_STAGE, Stage
+from docflow.shared.names import BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, Stage
 
 LIMIT = 4096
 
 
 def wait_for_message(client: redis.Redis, stage: Stage, document_id: str, timeout: float = 300) -> bytes:
-    """The one message about `document_id` on the stage's queue, as the broker stores it
-    (other tests' documents may be queued beside it)."""
+    """The one message about `document_id` on the stage's queue (or its bulk lane, if the
+    tenant was past its fair-share limit), as the broker stores it (other tests'
+    documents may be queued beside it)."""
     queue = QUEUE_OF_STAGE[stage].value
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ours = [m for m in client.lrange(queue, 0, -1)
+        ours = [m for lane in (queue, BULK_QUEUE_OF_STAGE[stage].value) for m in client.lrange(lane, 0, -1)
                 if document_id.encode() in base64.b64decode(json.loads(m)["body"])]
         if ours:
             assert len(ours) == 1, f"expected one message for the document on {queue}"

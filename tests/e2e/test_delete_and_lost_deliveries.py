@@ -23,7 +23,7 @@ from docflow.gateway.recovery import LOST_DELIVERY_GRACE_SECONDS
 from docflow.indexer.stores import open_vector_store
 from docflow.shared import kombu_layout
 from docflow.shared.deadletters import DeadLetterStore
-from docflow.shared.names import Queue, Stage, Task
+from docflow.shared.names import BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, Queue, Stage, Task
 
 from .conftest import Api, own_stack
 from .test_faults_workers import long_text, wait_for_stage
@@ -81,7 +81,9 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.25):
     raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
-DOCUMENT_QUEUES = (Queue.EXTRACT.value, Queue.EMBED.value, Queue.INDEX.value)
+# Both lanes of every stage (fair sharing's bulk lanes included).
+DOCUMENT_QUEUES = tuple(queue.value for lanes in (QUEUE_OF_STAGE, BULK_QUEUE_OF_STAGE)
+                        for queue in lanes.values())
 
 
 def no_document_work(rdb: redis.Redis) -> bool:

@@ -1,8 +1,9 @@
 """Fair sharing on the real stack: one tenant's import does not hold up another's upload.
 
-Tenant A hands in 60 documents in one batch; past DOCFLOW_FAIR_SHARE_INTERACTIVE_LIMIT
-(8 by default) they go to the stages' bulk lanes. Tenant B then uploads one document,
-which takes the document queues, which the workers take turn about with the bulk lanes.
+Tenant A hands in 60 documents in one batch, more files than
+DOCFLOW_FAIR_SHARE_INTERACTIVE_LIMIT, so all of them go to the stages' bulk lanes.
+Tenant B then uploads one document, which takes the document queues, which the workers
+take turn about with the bulk lanes.
 B's document must complete while at least half of A's are still not completed: an
 ordering, not a time (on FIFO queues B's would have waited for all 60). Then A's import
 completes too, through the bulk lanes of every stage. (The time it buys is measured by
@@ -36,7 +37,7 @@ def test_another_tenants_upload_completes_before_a_bulk_import_is_half_done(stac
     imported = [entry["document_id"] for entry in response.json()["documents"]]
     assert len(set(imported)) == IMPORT_SIZE and all(imported)
     client = redis.Redis.from_url(stack.redis_url)
-    assert client.llen(BULK_QUEUE_OF_STAGE[Stage.EXTRACT].value) > 0, "the import past the limit waits in bulk"
+    assert client.llen(BULK_QUEUE_OF_STAGE[Stage.EXTRACT].value) > 0, "a big batch waits in the bulk lane"
 
     single = api_b.upload("one-page.txt", samples.text([f"The lighthouse keeper's single page ({run})."]))
     record = api_b.wait_final(single, timeout=240)

@@ -29,7 +29,7 @@ import redis
 from docflow.devstack import hostile, samples
 from docflow.devstack.faults import kill_pool_child
 from docflow.devstack.stack import LocalStack
-from docflow.shared.names import QUEUE_OF_STAGE, Stage
+from docflow.shared.names import BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, Stage
 
 from .conftest import FINAL, Api, own_stack, write_figures
 
@@ -138,12 +138,13 @@ def mid_task(stack: LocalStack, stage: Stage, timeout: float = 30) -> list[str]:
     message (kombu's unacked hash: delivered, not acknowledged; with prefetch off,
     the one it runs) and the run has begun (the record names the stage). Its ids."""
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-    queue = QUEUE_OF_STAGE[stage].value
+    # Either lane of the stage: past the fair-share limit the load's documents go bulk.
+    queues = {QUEUE_OF_STAGE[stage].value, BULK_QUEUE_OF_STAGE[stage].value}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         held = [json.loads(raw) for raw in client.hvals("unacked")]
         documents = [json.loads(base64.b64decode(message["body"]))[0][0].get("document_id")
-                     for message, _exchange, routing_key in held if routing_key == queue]
+                     for message, _exchange, routing_key in held if routing_key in queues]
         begun = [STATUS_OF_STAGE[stage], stage.value]
         running = [d for d in documents if client.hmget(f"docflow:doc:{d}", "status", "stage") == begun]
         if running:
