@@ -220,7 +220,8 @@ def test_each_generation_of_a_tenant_is_a_table_of_its_own_with_its_own_model(st
     """A re-embed builds generation 1 beside 0 (docs/architecture.md, "Re-embedding"):
     another model and width, searched, deleted from and dropped on its own."""
     store.upsert("acme", records("doc1", 1, [[1, 0]]), embedding_model="hash:feature-hashing:2")
-    store.upsert("acme", records("doc1", 1, [[1, 0, 0]]), embedding_model="hash:feature-hashing:3", generation=1)
+    store.upsert("acme", records("doc1", 1, [[1, 0, 0]]), embedding_model="hash:feature-hashing:3",
+                 generation=1)
     assert (store.embedding_model("acme"), store.embedding_model("acme", 1)) == (
         "hash:feature-hashing:2", "hash:feature-hashing:3")
     assert [hit.document_id for hit in store.search("acme", [1, 0, 0], 1, generation=1,

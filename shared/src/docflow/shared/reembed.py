@@ -92,7 +92,8 @@ local active = tonumber(redis.call('HGET', KEYS[6], 'generation') or '0')
 local last = tonumber(old[2] or '0')
 local target = math.max(active, last) + 1
 redis.call('HSET', KEYS[1], 'state', 'running', 'from', active, 'to', target,
-           'started_at', ARGV[1], 'cursor_score', '-inf', 'cursor_id', '', 'walked', '0')
+           'started_at', ARGV[1], 'cursor_score', '-inf', 'cursor_id', '', 'walked', '0',
+           'remaining', redis.call('ZCARD', KEYS[7]))
 if last > active then redis.call('HSET', KEYS[1], 'leftover', last) end
 return target
 """
@@ -176,9 +177,11 @@ class Reembeds:
         return [active]
 
     # --- the job ------------------------------------------------------------------------
-    def start(self, tenant: str) -> int | None:
-        """Start a job; its target generation, or None if one is already running."""
-        keys = [self.job_key(tenant), *self._sets(tenant), self.pointer_key(tenant)]
+    def start(self, tenant: str, documents_key: str) -> int | None:
+        """Start a job; its target generation, or None if one is already running.
+        `documents_key`: the tenant's documents (StatusStore.documents_key), all of which
+        the job's walk will look at (its first `total`)."""
+        keys = [self.job_key(tenant), *self._sets(tenant), self.pointer_key(tenant), documents_key]
         target = int(self._start(keys=keys, args=[repr(time.time())]))
         return target or None
 
@@ -199,7 +202,8 @@ class Reembeds:
         pending = redo + (0 if raw.get("walked") == "1" else int(raw.get("remaining", 0)))
         return JobProgress(tenant=tenant, state=ReembedState(raw["state"]), from_generation=int(raw["from"]),
                            to_generation=int(raw["to"]), total=sent + pending, done=done, failed=failed,
-                           started_at=float(raw["started_at"]), finished_at=float(finished) if finished else None,
+                           started_at=float(raw["started_at"]),
+                           finished_at=float(finished) if finished else None,
                            model=raw.get("model") or None, error=raw.get("error") or None)
 
     def update(self, tenant: str, **fields: str | int | float) -> None:

@@ -104,7 +104,8 @@ def embed_query(self: DocflowTask, query: str, model: str | None = None) -> dict
     one, so searches go on during a re-embed (docs/architecture.md, "Re-embedding")."""
     provider = provider_for_model(model)
     vector = provider.embed([query])[0]
-    return QueryVector(vector=vector.tolist(), model_id=model_identity(provider.name, provider.model_name, len(vector)),
+    return QueryVector(vector=vector.tolist(),
+                       model_id=model_identity(provider.name, provider.model_name, len(vector)),
                        runtime=provider.runtime).model_dump()
 
 
@@ -142,6 +143,6 @@ def reembed_document(self: ReembedEmbedTask, message: dict[str, Any]) -> dict[st
     matrix = embed_texts(provider, texts, providers.batch_size(self.settings))
     key = version_prefix(msg.tenant, msg.document_id, msg.version) + reembedded_artifact(msg.generation)
     self.storage.put(key, artifacts.dump_embeddings(matrix))
-    return msg.model_copy(update={
-        "embeddings_key": key, "embedding_model": model_identity(provider.name, provider.model_name, matrix.shape[1]),
-        "embedding_runtime": provider.runtime}).model_dump()
+    model = model_identity(provider.name, provider.model_name, matrix.shape[1])
+    return msg.model_copy(update={"embeddings_key": key, "embedding_model": model,
+                                  "embedding_runtime": provider.runtime}).model_dump()

@@ -19,7 +19,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from docflow.indexer.generations import reembeds, send_reembed
 from docflow.indexer.stores import DocumentAttributes
-from docflow.indexer.tasks import build_records, keeps_vectors, load_chunks, load_embeddings, note_index_writes
+from docflow.indexer.tasks import (build_records, keeps_vectors, load_chunks, load_embeddings,
+                                   note_index_writes)
 from docflow.indexer.worker import app, get_store
 from docflow.shared.errors import TransientError
 from docflow.shared.names import Task
@@ -134,7 +135,8 @@ def _step(task: CoordinatorTask, jobs: Reembeds, tenant: str) -> str:
     job = jobs.job(tenant)
     if job.failed and fields.get("walked") == "1" and jobs.in_flight(tenant) == 0 \
             and not jobs.redo_batch(tenant, 1):
-        jobs.fail(tenant, f"{job.failed} document(s) could not be re-embedded; generation {source} stays active")
+        jobs.fail(tenant, f"{job.failed} document(s) could not be re-embedded; "
+                          f"generation {source} stays active")
         return "failed"
     return "waiting"
 
@@ -161,7 +163,8 @@ def _walk(task: CoordinatorTask, jobs: Reembeds, tenant: str, fields: dict[str, 
         cursor_score, cursor_id = repr(last_score), last_id
     walked = len(rows) <= budget
     remaining = 0 if walked else task.redis.zcount(key, f"({cursor_score}", "+inf")
-    jobs.update(tenant, cursor_score=cursor_score, cursor_id=cursor_id, walked=int(walked), remaining=remaining)
+    jobs.update(tenant, cursor_score=cursor_score, cursor_id=cursor_id, walked=int(walked),
+                remaining=remaining)
     # Skipped documents (not completed) come back as redos if they complete during the job.
     return len(page)
 
@@ -189,7 +192,8 @@ def reembed_document(self: ReembedDocumentTask, message: dict) -> dict:
     record = self.status.get(msg.document_id)
     if msg.embeddings_key is not None and _still_completed(record, msg):
         records = build_records(msg, load_chunks(self.storage.get(msg.chunks_key)),
-                                load_embeddings(self.storage.get(msg.embeddings_key)), DocumentAttributes.of(record))
+                                load_embeddings(self.storage.get(msg.embeddings_key)),
+                                DocumentAttributes.of(record))
         store = get_store()
         batch_size = self.settings.upsert_batch_size
         for start in range(0, len(records), batch_size):
@@ -197,7 +201,8 @@ def reembed_document(self: ReembedDocumentTask, message: dict) -> dict:
             written += store.upsert(msg.tenant, records[start:start + batch_size],
                                     embedding_model=msg.embedding_model, generation=msg.generation)
         # An earlier version re-embedded before a reprocess completed is replaced.
-        store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version, generation=msg.generation)
+        store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version,
+                              generation=msg.generation)
         if not keeps_vectors(self.status.get(msg.document_id), msg.version):
             # Deleted or reprocessed while we wrote: leave nothing behind.
             store.delete_version(msg.tenant, msg.document_id, msg.version, generation=msg.generation)

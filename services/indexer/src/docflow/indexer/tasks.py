@@ -129,7 +129,8 @@ def index_document(self: StageTask, message: dict) -> dict:
         if msg.version > 1:
             # Reprocessing replaces old vectors: drop the versions before this one
             # before completing, so a crash in between redelivers a run that drops them.
-            store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version, generation=generation)
+            store.delete_document(msg.tenant, msg.document_id, keep_version=msg.version,
+                                  generation=generation)
             # And their artifacts, before `complete` (which ends the record's updates).
             self.drop_older_versions_artifacts(msg)
         if self.status.complete(msg.document_id, msg.version, vectors=total, **model):

@@ -37,7 +37,8 @@ class ReembedJob(BaseModel):
     active_model: str | None = Field(description="The model of the active generation, when known")
     from_generation: int
     to_generation: int
-    total: int = Field(description="Documents to re-embed so far (grows while documents complete during the job)")
+    total: int = Field(description="Documents to re-embed so far (grows while documents complete "
+                                   "during the job)")
     done: int = Field(description="Documents re-embedded (or no longer needing it: deleted, reprocessed)")
     failed: int = Field(description="Documents that could not be re-embedded (the job then fails)")
     started_at: datetime
@@ -76,10 +77,10 @@ def start_reembed(request: ReembedRequest, services: ServicesDep) -> ReembedJob:
     tenant = _known_tenant(services, request.tenant)
     if services.settings.vector_store != "lancedb":
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            "re-embedding builds a new LanceDB table beside the old one; with Pinecone (one index, "
-                            "one dimension) create a new index and ingest the documents again")
+                            "re-embedding builds a new LanceDB table beside the old one; with Pinecone (one "
+                            "index, one dimension) create a new index and ingest the documents again")
     jobs = _reembeds(services)
-    target = jobs.start(tenant)
+    target = jobs.start(tenant, services.status.documents_key(tenant))
     if target is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"a re-embed of tenant {tenant!r} is already running; "
                                                       f"follow it at GET /v1/admin/reembed/{tenant}")
@@ -88,7 +89,8 @@ def start_reembed(request: ReembedRequest, services: ServicesDep) -> ReembedJob:
     except Exception as exc:
         jobs.fail(tenant, f"the coordinator could not be sent: {exc}")
         log.warning("re-embed not started", tenant=tenant, error=str(exc))
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the re-embed could not be queued; retry") from None
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "the re-embed could not be queued; retry") from None
     log.info("re-embed started", tenant=tenant, generation=target)
     return _view(services, jobs.job(tenant))
 

@@ -144,7 +144,8 @@ class LanceDBStore:
         """The tenant's table, or None if the tenant has never indexed anything."""
         return self._open_with_dimension(tenant, generation)[0]
 
-    def _open_with_dimension(self, tenant: str, generation: int = 0) -> tuple[object, int] | tuple[None, None]:
+    def _open_with_dimension(self, tenant: str,
+                             generation: int = 0) -> tuple[object, int] | tuple[None, None]:
         name = table_name(tenant, generation)
         opened = self._tables.get(name)
         if opened is None:
@@ -376,7 +377,8 @@ class LanceDBStore:
             return result.rows_updated
 
     def maintain(self, tenant: str, retention_seconds: int, vector_index_min_rows: int,
-                 vector_index: "VectorIndexConfig | None" = None, generation: int = 0) -> dict[str, Any] | None:
+                 vector_index: "VectorIndexConfig | None" = None,
+                 generation: int = 0) -> dict[str, Any] | None:
         """Compact, bring every index up to date, build the vector index once the table is
         big enough, and delete versions older than the retention; then the table's health.
 
