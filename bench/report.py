@@ -129,6 +129,10 @@ def targets(results: dict) -> list[dict]:
         from bench.embed_runtimes import targets as embed_runtime_targets
 
         rows += embed_runtime_targets(results["embed_runtimes"])
+    if "reembed" in results:
+        from bench.reembed import targets as reembed_targets
+
+        rows += reembed_targets(results["reembed"])
     return rows
 
 
@@ -431,6 +435,10 @@ def render(results: dict, notes: str = "") -> str:
 
         out += embed_runtimes_section(results["embed_runtimes"],
                                       _measured(results, "python -m bench.run --only embed_runtimes"))
+    if "reembed" in results:
+        from bench.reembed import report as reembed_section
+
+        out += reembed_section(results["reembed"], _measured(results, "python -m bench.run --only reembed"))
     out += ["## Rerun", "", "```sh",
             "make bench    # about 45-60 minutes here; rewrites this file and .data/bench/results.json",
             ".venv/bin/python -m bench.run --only scale   # some sections: rewrites only their parts of this file",
@@ -445,7 +453,7 @@ def render(results: dict, notes: str = "") -> str:
 SECTION_NUMBERS = {"upload": ("1",), "pipeline": ("2", "6"), "stages": ("3",), "fanout": ("4",), "growth": ("5",),
                    "quality": ("7",), "footprint": ("8",), "corpus_growth": ("9",), "scale": ("10",),
                    "search_ingest": ("11",), "durability": ("12",),
-                   "embed_runtimes": ("13",)}
+                   "embed_runtimes": ("13",), "reembed": ("15",)}
 _ROW = re.compile(r"^\| (\d+) \|")
 
 
