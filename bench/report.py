@@ -129,6 +129,10 @@ def targets(results: dict) -> list[dict]:
         from bench.embed_runtimes import targets as embed_runtime_targets
 
         rows += embed_runtime_targets(results["embed_runtimes"])
+    if "fair_share" in results:
+        from bench.fair_share import targets as fair_share_targets
+
+        rows += fair_share_targets(results["fair_share"])
     if "reembed" in results:
         from bench.reembed import targets as reembed_targets
 
@@ -435,6 +439,10 @@ def render(results: dict, notes: str = "") -> str:
 
         out += embed_runtimes_section(results["embed_runtimes"],
                                       _measured(results, "python -m bench.run --only embed_runtimes"))
+    if "fair_share" in results:
+        from bench.fair_share import report as fair_share_section
+
+        out += fair_share_section(results["fair_share"], _measured(results, "python -m bench.run --only fair_share"))
     if "reembed" in results:
         from bench.reembed import report as reembed_section
 
@@ -453,7 +461,7 @@ def render(results: dict, notes: str = "") -> str:
 SECTION_NUMBERS = {"upload": ("1",), "pipeline": ("2", "6"), "stages": ("3",), "fanout": ("4",), "growth": ("5",),
                    "quality": ("7",), "footprint": ("8",), "corpus_growth": ("9",), "scale": ("10",),
                    "search_ingest": ("11",), "durability": ("12",),
-                   "embed_runtimes": ("13",), "reembed": ("15",)}
+                   "embed_runtimes": ("13",), "fair_share": ("14",), "reembed": ("15",)}
 _ROW = re.compile(r"^\| (\d+) \|")
 
 

@@ -3,7 +3,7 @@ reference in the same run, then the report rewritten.
 
     .venv/bin/python -m bench.run [--quick] [--only upload,pipeline,stages,fanout,growth,quality,footprint,
                                                     corpus_growth,scale,search_ingest,durability,
-                                                    embed_runtimes,reembed]
+                                                    embed_runtimes,fair_share,reembed]
 
 The machines this runs on are small (2 cores) and shared, so absolute numbers drift
 from run to run; each figure is a ratio of two measurements taken back to back
@@ -57,7 +57,7 @@ PEER_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 CONTENT_TYPES = {"pdf": ContentType.PDF, "docx": ContentType.DOCX, "txt": ContentType.TEXT}
 CORPUS_VERSION = "v1"
 ALL_SECTIONS = ("upload", "pipeline", "stages", "fanout", "growth", "quality", "footprint",
-                "corpus_growth", "scale", "search_ingest", "durability", "embed_runtimes", "reembed")
+                "corpus_growth", "scale", "search_ingest", "durability", "embed_runtimes", "fair_share", "reembed")
 
 
 def log(message: str) -> None:
@@ -483,6 +483,13 @@ def main() -> int:
 
         results["embed_runtimes"] = bench_embed_runtimes(WORK / "embed-runtimes", documents, CONTENT_TYPES,
                                                          subprocess_json, args.quick)
+
+    if "fair_share" in sections:
+        log("14. fair sharing (one tenant's upload, idle and with another's 1,000 documents queued)")
+        from bench.fair_share import bench_fair_share
+
+        results["fair_share"] = bench_fair_share(WORK / "fair-share", 100 if args.quick else 1000)
+        shutil.rmtree(WORK / "fair-share", ignore_errors=True)
 
     if "reembed" in sections:
         log("15. re-embed (a tenant re-embedded through POST /v1/admin/reembed while searches run)")
