@@ -15,7 +15,7 @@ from docflow.shared.content_types import ContentType
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.errors import ErrorCode
 from docflow.shared.messages import PipelineMessage, artifact_prefix
-from docflow.shared.names import Task
+from docflow.shared.names import Queue, Task
 from docflow.shared.settings import get_settings
 from docflow.shared.status import DocumentRecord, DocumentStatus, StatusStore, utcnow
 from docflow.shared.storage import LocalStorage
@@ -71,6 +71,23 @@ def test_a_run_past_the_delivery_limit_is_dead_lettered_instead_of_run(stage, re
         "redelivery_limit", "extract", MAX_DELIVERIES)
     assert letter.args == [message] and letter.replayable
     assert not list(storage.root.rglob("chunks.json")), "the poison message was not run again"
+
+
+@pytest.mark.parametrize(("delivered_from", "recorded"), [
+    (Queue.BULK_EXTRACT.value, Queue.BULK_EXTRACT.value),  # its replay resumes in the bulk lane
+    (Queue.EXTRACT.value, Queue.EXTRACT.value),
+    (None, Queue.EXTRACT.value),  # not known (no delivery): the stage's document queue
+])
+def test_a_dead_letter_names_the_lane_its_message_came_from(stage, redis_client, delivered_from, recorded):
+    status, storage, _ = stage
+    message = submit(status, storage)
+    for _ in range(MAX_DELIVERIES):
+        status.begin_stage(message["document_id"], 1, "extract", DocumentStatus.EXTRACTING, 5)
+
+    extract_document.apply(args=[message], routing_key=delivered_from)
+
+    (letter,) = DeadLetterStore(redis_client).list()
+    assert letter.queue == recorded
 
 
 def test_runs_within_the_limit_proceed(stage):
