@@ -91,7 +91,9 @@ def task_time_limits(settings: Settings) -> dict[str, tuple[int, int]]:
 
 # Tasks whose outcome nobody reads (GET /v1/tasks reads the document stages' only): a
 # stored result would sit in Redis for result_expires, one per delete or PATCH.
-_RESULTS_IGNORED = (Task.DELETE_DOCUMENT, Task.UPDATE_METADATA, Task.MAINTAIN, Task.DELIVER_WEBHOOK)
+_RESULTS_IGNORED = (Task.DELETE_DOCUMENT, Task.UPDATE_METADATA, Task.MAINTAIN, Task.DELIVER_WEBHOOK,
+                    # A re-embed's steps and documents report through its job in Redis.
+                    Task.REEMBED_TENANT, Task.REEMBED_EMBED, Task.REEMBED_INDEX, Task.DROP_GENERATION)
 
 
 def create_celery_app(name: str, settings: Settings) -> Celery:
