@@ -17,14 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from docflow.devstack.stack import LocalStack
 from tests.e2e.conftest import ADMIN_KEY, Admin, Api, own_stack
 
 KEY, TENANT = "key-console", "console"
+# A second tenant, whose search budget the 429 test spends (buckets are per tenant).
+LIMITED_KEY, LIMITED_TENANT = "key-console-limited", "console-limited"
+SEARCHES_PER_MINUTE = 20
 STACK_ENV = {
-    "DOCFLOW_API_KEYS": f"{KEY}={TENANT}",
+    "DOCFLOW_API_KEYS": f"{KEY}={TENANT},{LIMITED_KEY}={LIMITED_TENANT}",
+    "DOCFLOW_SEARCH_RATE_LIMIT_PER_MINUTE": str(SEARCHES_PER_MINUTE),
     "DOCFLOW_ADMIN_API_KEYS": ADMIN_KEY,
     "DOCFLOW_EMBEDDER": "hash",
     "DOCFLOW_OCR_LANGUAGES": "eng",
@@ -41,6 +45,9 @@ PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs"
 # Long enough for a document through three stages on a busy 2-core machine.
 WAIT_MS = 90_000
+# What expect() waits for anything (its default, 5 s, is short on a busy machine: the
+# stream's retry after a gateway outage alone may take 10 s).
+expect.set_options(timeout=30_000)
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -9,6 +9,7 @@ ran (no dialog) and no element was injected.
 
 import json
 import random
+import re
 import string
 import uuid
 
@@ -18,7 +19,7 @@ from playwright.sync_api import expect
 from docflow.devstack import hostile, samples
 from docflow.devstack.faults import unavailable, wait_for
 
-from .conftest import KEY, WAIT_MS
+from .conftest import KEY, LIMITED_KEY, SEARCHES_PER_MINUTE, WAIT_MS
 from tests.e2e.conftest import ADMIN_KEY
 
 # Every DOM change of the list's rows, as [document id, status, progress], recorded by
@@ -236,3 +237,37 @@ def test_the_keyboard_alone_signs_in_searches_and_opens_a_hit(console, api):
     tab_to(page, "li.hit button.hit-open")
     page.keyboard.press("Enter")
     expect(page.locator("#document-title")).to_have_text(f"{word}.txt")
+
+
+def test_a_gateway_that_goes_away_is_said_so_and_the_list_is_polled_until_it_is_back(console, console_stack, api):
+    page = console.open(KEY)
+    expect(page.locator("#live")).to_have_attribute("data-mode", "live")
+    console_stack.gateway.stop(timeout=5)
+    try:
+        expect(page.locator("#live")).to_have_attribute("data-mode", "polling")
+        page.click("#refresh-documents")
+        expect(page.locator("#alert-text")).to_contain_text("The gateway cannot be reached")
+        expect(page.locator("#documents-state")).to_contain_text("The gateway cannot be reached")
+    finally:
+        console_stack.start_gateway()
+    name = unique("after-the-outage") + ".txt"
+    api.upload(name, samples.text(["Uploaded once the gateway was back."]))
+    expect(console.row(name)).to_be_visible()  # by polling, or by the stream reopened
+    expect(page.locator("#live")).to_have_attribute("data-mode", "live")
+
+
+def test_a_rate_limited_search_says_when_to_retry(console, console_stack):
+    spender = httpx.Client(base_url=console_stack.gateway_url, headers={"Authorization": f"Bearer {LIMITED_KEY}"})
+    for _ in range(SEARCHES_PER_MINUTE * 2):
+        if spender.post("/v1/search", json={"query": "anything"}).status_code == 429:
+            break
+    else:
+        raise AssertionError("the search budget was never spent")
+    page = console.open(LIMITED_KEY)
+    page.click("#nav button[data-view=search]")
+    page.fill("#query", "anything")
+    page.click("#search-form button[type=submit]")
+    expect(page.locator("#search-state")).to_have_attribute("data-kind", "error")
+    told = re.compile(r"Too many requests: retry in \d+ s\.")
+    expect(page.locator("#search-state")).to_have_text(told)
+    expect(page.locator("#alert-text")).to_have_text(told)

@@ -327,7 +327,7 @@ export async function followEvents() {
     failures += 1;
     setLive("polling", "Polling (live events unavailable)");
     startPolling();
-    await sleep(failures > 3 ? 30000 : 3000, controller.signal);
+    await sleep(failures > 3 ? 10000 : 3000, controller.signal);
   }
 }
 
