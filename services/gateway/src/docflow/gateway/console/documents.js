@@ -236,9 +236,18 @@ export function uploadFiles(files) {
       await uploadOne(item.file, item.row, metadata);
       uploading -= 1;
     }
-    if (!uploading) early.clear();
+    if (!uploading) adoptLeftovers();
   };
   for (let i = 0; i < UPLOADS_AT_ONCE; i += 1) next();
+}
+
+// Uploads are done: documents created meanwhile that none of them answered with were
+// uploaded elsewhere (another tab, the CLI), and are shown as such.
+function adoptLeftovers() {
+  for (const [id, changes] of early) {
+    if (changes.some((change) => change.type === "created") && list.offset === 0 && !list.status) adoptNew(id);
+  }
+  early.clear();
 }
 
 function uploadRow(file) {
