@@ -32,8 +32,9 @@ from docflow.devstack import samples
 KEY_B, TENANT_B = "bench-key-b", "bench-b"
 BATCH_FILES = 100
 POLL_SECONDS = 0.02
-WORDS = ("harbour ledger survey lantern orchard granite meadow archive signal valley timber copper beacon "
-         "glacier ferry market quarry mill bridge tower garden island delta marsh forest river station").split()
+WORDS = ("harbour ledger survey lantern orchard granite meadow archive signal valley timber copper "
+         "beacon glacier ferry market quarry mill bridge tower garden island delta marsh forest river "
+         "station").split()
 
 
 def one_page(seed: int) -> bytes:
@@ -68,8 +69,8 @@ def bench_fair_share(work: Path, documents: int = 1000, runs: int = 5) -> dict:
     started = time.time()
     stack = fresh_stack(work / "stack", {"DOCFLOW_API_KEYS": f"{API_KEY}={TENANT},{KEY_B}={TENANT_B}"})
     stack.start()
-    tenant_a = httpx.Client(base_url=stack.gateway_url, timeout=120, headers={"Authorization": f"Bearer {API_KEY}"})
-    tenant_b = httpx.Client(base_url=stack.gateway_url, timeout=120, headers={"Authorization": f"Bearer {KEY_B}"})
+    tenant_a, tenant_b = (httpx.Client(base_url=stack.gateway_url, timeout=120,
+                                       headers={"Authorization": f"Bearer {key}"}) for key in (API_KEY, KEY_B))
     try:
         _timed_upload(tenant_b, 0)  # warm-up: every stage's first task loads its libraries
         idle = [_timed_upload(tenant_b, 1 + n) for n in range(runs)]
@@ -120,19 +121,19 @@ def report(result: dict, measured: str) -> list[str]:
             f"{len(result['idle_seconds'])}), first on an idle stack, then after tenant A handed in "
             f"{result['documents']:,} one-page files in batches of {result['batch_files']} "
             f"({result['handed_in_seconds']:.0f} s to hand in), each batch more files than "
-            f"DOCFLOW_FAIR_SHARE_INTERACTIVE_LIMIT={result['interactive_limit']}, so all of them wait in the bulk "
-            "lanes (`python -m bench.fair_share`).", "",
+            f"DOCFLOW_FAIR_SHARE_INTERACTIVE_LIMIT={result['interactive_limit']}, so all of them wait in "
+            "the bulk lanes (`python -m bench.fair_share`).", "",
             "| Phase | Runs | Median |", "|---|---|---:|",
             f"| idle | {', '.join(f'{s:.2f}' for s in result['idle_seconds'])} s | "
             f"{result['idle_median_seconds']:.2f} s |",
             f"| A's import queued | {', '.join(f'{s:.2f}' for s in result['loaded_seconds'])} s | "
             f"{result['loaded_median_seconds']:.2f} s |", "",
-            "B's page waits at each stage for the bulk task the worker is running (one per worker process, "
-            "none of A's documents is ahead of it in the document queues) and shares the CPU with A's import, "
-            "whose three stages keep every worker busy. "
+            "B's page waits at each stage for the bulk task the worker is running (one per worker "
+            "process, none of A's documents is ahead of it in the document queues) and shares the CPU "
+            "with A's import, whose three stages keep every worker busy. "
             f"Ratio {result['ratio']:.2f}× (target ≤ 3×). Of A's documents, "
-            f"{', '.join(str(n) for n in result['a_not_completed_when_b_completed'])} were still not completed "
-            f"as each of B's completed; A's import went on at {result['a_docs_per_second']:.1f} documents/s"
+            f"{', '.join(str(n) for n in result['a_not_completed_when_b_completed'])} were still not "
+            f"completed as each of B's completed; A's import went on at {result['a_docs_per_second']:.1f} documents/s"
             + (f", so on FIFO queues B's page would have waited about {fifo:.0f} s behind it (an estimate "
                "from that rate, not a run)." if fifo else "."), "",
             f"{measured} The section took {result['minutes']:.1f} min.", ""]

@@ -318,14 +318,17 @@ def test_the_gateway_gets_its_settings_from_values_equal_to_the_services_default
 
 def test_gateway_settings_follow_their_values(chart):
     objects = chart.manifests({"gateway": {
-        "idempotency": {"ttlSeconds": 3600, "leaseSeconds": 30}, "batches": {"maxFiles": 50, "maxBytes": 10_000_000},
+        "idempotency": {"ttlSeconds": 3600, "leaseSeconds": 30},
+        "batches": {"maxFiles": 50, "maxBytes": 10_000_000},
         "events": {"maxStreams": 7, "heartbeatSeconds": 5}, "webhooks": {"maxPerTenant": 3},
         "allowPrivateUrls": True, "fairShare": {"interactiveLimit": 0}}})
-    container = next(c for c in containers(named(objects, "Deployment", "docflow-gateway")) if c["name"] == "gateway")
+    container = next(c for c in containers(named(objects, "Deployment", "docflow-gateway"))
+                     if c["name"] == "gateway")
     assert [env_value(container, name) for name in (
         "DOCFLOW_IDEMPOTENCY_TTL_SECONDS", "DOCFLOW_IDEMPOTENCY_LEASE_SECONDS", "DOCFLOW_BATCH_MAX_FILES",
         "DOCFLOW_BATCH_MAX_BYTES", "DOCFLOW_EVENTS_MAX_STREAMS", "DOCFLOW_EVENTS_HEARTBEAT_SECONDS",
-        "DOCFLOW_WEBHOOK_MAX_PER_TENANT", "DOCFLOW_ALLOW_PRIVATE_URLS", "DOCFLOW_FAIR_SHARE_INTERACTIVE_LIMIT",
+        "DOCFLOW_WEBHOOK_MAX_PER_TENANT", "DOCFLOW_ALLOW_PRIVATE_URLS",
+        "DOCFLOW_FAIR_SHARE_INTERACTIVE_LIMIT",
     )] == ["3600", "30", "50", "10000000", "7", "5", "3", "true", "0"]
     # The gateway's switch is its own: the extractor's fetches keep theirs.
     (extractor,) = containers(named(objects, "Deployment", "docflow-extractor"))
@@ -334,7 +337,8 @@ def test_gateway_settings_follow_their_values(chart):
 
 def test_the_extractor_fetches_private_urls_only_when_told(default_manifests, default_values, chart):
     (container,) = containers(named(default_manifests, "Deployment", "docflow-extractor"))
-    assert default_values["extractor"]["allowPrivateUrls"] is _setting_default("DOCFLOW_ALLOW_PRIVATE_URLS") is False
+    default = _setting_default("DOCFLOW_ALLOW_PRIVATE_URLS")
+    assert default_values["extractor"]["allowPrivateUrls"] is default is False
     assert env_value(container, "DOCFLOW_ALLOW_PRIVATE_URLS") == "false"
     objects = chart.manifests({"extractor": {"allowPrivateUrls": True}})
     (container,) = containers(named(objects, "Deployment", "docflow-extractor"))

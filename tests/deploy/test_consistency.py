@@ -7,8 +7,8 @@ import pytest
 from deploy_support import (ALL_WORKERS, SCENARIOS, WORKERS, containers, container_port, env_value, named, of_kind,
                             selected_workloads, selects)
 
-from docflow.shared.names import (BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, SERVICE_OF_STAGE, TASK_ROUTES, Queue, Stage, WorkerRole,
-                                  queues_of_role, queues_of_stage, roles_of_stage)
+from docflow.shared.names import (BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, SERVICE_OF_STAGE, TASK_ROUTES, Queue, Stage,
+                                  WorkerRole, queues_of_role, queues_of_stage, roles_of_stage)
 from docflow.shared.settings import Settings
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}

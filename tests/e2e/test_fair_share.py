@@ -30,7 +30,8 @@ def completed(api, document_ids: list[str]) -> int:
 
 def test_another_tenants_upload_completes_before_a_bulk_import_is_half_done(stack, api_a, api_b):
     run = uuid.uuid4().hex[:8]  # bytes no earlier test of the session uploaded
-    files = [("file", (f"import-{n}.txt", samples.text([f"Ledger page {n} of the harbour archive ({run})."] * 3)))
+    page = "Ledger page {n} of the harbour archive ({run})."
+    files = [("file", (f"import-{n}.txt", samples.text([page.format(n=n, run=run)] * 3)))
              for n in range(IMPORT_SIZE)]
     response = api_a.http.post("/v1/batches", files=files)
     assert response.status_code == 202, response.text

@@ -25,7 +25,8 @@ import redis
 
 from docflow.devstack import samples
 from docflow.devstack.faults import wait_for
-from docflow.shared.names import BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, SERVICE_OF_STAGE, Queue, Stage, queues_of_stage
+from docflow.shared.names import (BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, SERVICE_OF_STAGE, Queue, Stage,
+                                  queues_of_stage)
 
 REPO = Path(__file__).resolve().parents[2]
 

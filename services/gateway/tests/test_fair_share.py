@@ -52,10 +52,12 @@ def test_past_the_limit_a_tenants_uploads_take_the_bulk_lane_and_others_do_not(g
         assert [(s["task"], s["options"]["queue"]) for s in reversed(message.chain)] == [
             (Task.EMBED.value, Queue.BULK_EMBED.value), (Task.INDEX.value, Queue.BULK_INDEX.value)]
     # ...and the document lane's chain names none (its route is the queue).
-    assert all("queue" not in step["options"] for m in broker.messages(Queue.EXTRACT.value) for step in m.chain)
+    assert all("queue" not in step["options"]
+               for message in broker.messages(Queue.EXTRACT.value) for step in message.chain)
 
 
-@pytest.mark.parametrize(("files", "limit", "bulk"), [(3, 2, True), (2, 2, False), (1, 1, False), (1000, 0, False)])
+@pytest.mark.parametrize(("files", "limit", "bulk"), [
+    (3, 2, True), (2, 2, False), (1, 1, False), (1000, 0, False)])
 def test_a_batch_of_more_files_than_the_limit_is_bulk_whole(files, limit, bulk):
     assert is_bulk_batch(files, limit) is bulk
 

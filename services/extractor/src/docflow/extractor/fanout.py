@@ -80,7 +80,8 @@ def fan_out_signature(msg: PipelineMessage, pages: int, settings: Settings,
     parts = [app.signature(Task.EXTRACT_RANGE.value, args=[message, first, last, pages],
                            kwargs={"stage_task_id": stage_task_id}, **lane)
              for first, last in plan_ranges(pages, range_pages)]
-    merge = app.signature(Task.EXTRACT_MERGE.value, args=[message, pages, range_pages], immutable=True, **lane)
+    merge = app.signature(Task.EXTRACT_MERGE.value, args=[message, pages, range_pages], immutable=True,
+                          **lane)
     return chord(group(parts), merge)
 
 
