@@ -271,3 +271,32 @@ def test_a_rate_limited_search_says_when_to_retry(console, console_stack):
     told = re.compile(r"Too many requests: retry in \d+ s\.")
     expect(page.locator("#search-state")).to_have_text(told)
     expect(page.locator("#alert-text")).to_have_text(told)
+
+
+def test_a_dropped_file_is_uploaded_then_reprocessed_and_deleted_from_its_row(console, api):
+    page = console.open(KEY)
+    name = unique("dropped") + ".txt"
+    page.evaluate("""([name, text]) => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([text], name, { type: "text/plain" }));
+      document.getElementById("drop-zone").dispatchEvent(
+        new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }""", [name, "Dropped on the console: cormorants dry their wings on the pier."])
+    row = console.row(name)
+    expect(row).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+    document_id = row.get_attribute("data-document-id")
+
+    page.evaluate(RECORD_ROWS)
+    row.get_by_role("button", name="Reprocess").click()
+    wait_for(lambda: api.document(document_id)["version"] == 2, 30, "the second version")
+    assert api.wait_final(document_id)["status"] == "completed"
+    wait_for(lambda: page.evaluate("() => window.rowHistory").count([document_id, "completed", 100]) >= 1, 30,
+             "the second version's completion in the row")
+    statuses = [status for row_id, status, _ in page.evaluate("() => window.rowHistory") if row_id == document_id]
+    assert statuses[0] != "completed" and statuses[-1] == "completed", statuses
+
+    delete = row.get_by_role("button", name="Delete")
+    delete.click()
+    row.get_by_role("button", name="Really delete?").click()
+    expect(row).to_have_count(0)
+    assert api.http.get(f"/v1/documents/{document_id}").status_code == 404
