@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from docflow.gateway.lanes import is_bulk_batch, runs_in_bulk_lane
 from docflow.gateway.pipeline import stage_task_id
+from docflow.gateway.recovery import recover, stranded
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.errors import ErrorCode
 from docflow.shared.messages import PipelineMessage
@@ -136,3 +137,21 @@ def test_a_replayed_dead_letter_resumes_in_the_lane_it_failed_in(gateway, broker
     assert broker.length(other.value) == 0
     if resumed_on is Queue.BULK_EMBED:
         assert [s["options"]["queue"] for s in queued.chain] == [Queue.BULK_INDEX.value]
+
+
+def test_a_document_waiting_in_the_bulk_lane_is_not_stranded(gateway, broker):
+    """The recovery sweep looks for a document's message in every queue, bulk lanes included."""
+    for n in range(3):
+        gateway.accepted(data=text(n))
+    assert broker.length(Queue.BULK_EXTRACT.value) == 1
+    assert stranded(gateway.client.app.state.services, min_idle_seconds=0) == {}
+
+
+def test_a_stranded_bulk_document_restarts_in_the_lane_its_tenant_is_due(gateway, broker, redis_client):
+    """Recovery is a new version: its lane is chosen again, by the tenant's count."""
+    document_ids = [gateway.accepted(data=text(n))["document_id"] for n in range(3)]
+    redis_client.rpop(Queue.BULK_EXTRACT.value)  # the third's message lost between BRPOP and unacked
+
+    assert recover(gateway.client.app.state.services, min_idle_seconds=0) == [document_ids[2]]
+    (message,) = broker.messages(Queue.BULK_EXTRACT.value)  # two others in flight: still bulk
+    assert (message.args[0]["document_id"], message.args[0]["version"]) == (document_ids[2], 2)
