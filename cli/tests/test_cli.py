@@ -236,7 +236,7 @@ def test_ids_cannot_reach_other_routes(served_gateway, text_file):
 def test_search_shows_results(served_gateway, monkeypatch):
     hits = [{"document_id": "a" * 32, "chunk_index": 2, "text": "the fox jumps", "score": 0.87, "page": 4}]
     # No workers here: stand in for the embedder and indexer behind the gateway.
-    monkeypatch.setattr(served_gateway.services.pipeline, "search", lambda *args: hits)
+    monkeypatch.setattr(served_gateway.services.pipeline, "search", lambda *args, **kwargs: hits)
     served_gateway.status_store.create(_record("a" * 32))
 
     table = docflow(served_gateway, "search", "fox", "--top-k", "3")
@@ -251,7 +251,8 @@ def test_search_passes_mode_and_filter_and_shows_file_names(served_gateway, monk
     seen = []
     hits = [{"document_id": "a" * 32, "chunk_index": 0, "text": "the fox jumps", "score": 0.5, "page": None,
              "highlights": [[4, 7]]}]
-    monkeypatch.setattr(served_gateway.services.pipeline, "search", lambda query, timeout: seen.append(query) or hits)
+    monkeypatch.setattr(served_gateway.services.pipeline, "search",
+                        lambda query, timeout, **kwargs: seen.append(query) or hits)
     served_gateway.status_store.create(_record("a" * 32))
 
     result = docflow(served_gateway, "search", "fox", "--mode", "keyword", "--filter", '{"year": {"$gte": 2020}}')
