@@ -235,9 +235,9 @@ class KubeStack:
     def logs(self, workload: Workload, tail: int = 40) -> str:
         containers = podman("pod", "inspect", workload.pod_id, "--format",
                             "{{range .Containers}}{{.Name}} {{end}}", check=False).stdout.split()
-        return "\n".join(f"--- {c}\n" + podman("logs", "--tail", str(tail), c, check=False).stderr
-                         + podman("logs", "--tail", str(tail), c, check=False).stdout
-                         for c in containers if not c.endswith("-infra"))
+        logs = {c: podman("logs", "--tail", str(tail), c, check=False)
+                for c in containers if not c.endswith("-infra")}
+        return "\n".join(f"--- {c}\n{result.stdout}{result.stderr}" for c, result in logs.items())
 
     def down(self) -> list[str]:
         """Tear everything down; what is left afterwards (empty when all is gone)."""
