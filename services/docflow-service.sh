@@ -8,7 +8,8 @@
 set -eu
 service="${DOCFLOW_SERVICE:?DOCFLOW_SERVICE is unset: build the image with --build-arg SERVICE=...}"
 
-# A stage's document worker: its queues (the query queue first), one pool process.
+# A stage's document worker: its queues (the query queue first, the bulk lane last:
+# docs/architecture.md, Fair sharing), one pool process.
 worker() {
     exec celery -A "docflow.$service.worker" worker -Q "$1" -n "$service@%h" \
         --concurrency 1 --loglevel INFO --without-gossip --without-mingle
@@ -23,9 +24,9 @@ case "${1:-run}" in
                 # faster on small CPUs (docs/architecture.md). Scale with --concurrency instead.
                 OMP_THREAD_LIMIT="${OMP_THREAD_LIMIT:-1}"
                 export OMP_THREAD_LIMIT
-                worker docflow.extract ;;
-            embedder) worker docflow.query.embed,docflow.embed ;;
-            indexer) worker docflow.query.index,docflow.index ;;
+                worker docflow.extract,docflow.bulk.extract ;;
+            embedder) worker docflow.query.embed,docflow.embed,docflow.bulk.embed ;;
+            indexer) worker docflow.query.index,docflow.index,docflow.bulk.index ;;
         esac ;;
     healthcheck)
         # The gateway's liveness endpoint; a worker's main process serves /metrics.
