@@ -173,7 +173,8 @@ def test_both_stages_build_from_the_base_image_build_arg(service):
     """BASE_IMAGE (the offline base of `make base-image` on machines without a registry)
     replaces the base of both stages; by default both are the pinned slim image."""
     stages = args_of(service, "FROM", BASE_IMAGE="localhost/docflow-base:bookworm")
-    assert [stage.partition(" AS ")[0] for stage in stages] == ["localhost/docflow-base:bookworm"] * len(stages)
+    bases = [stage.partition(" AS ")[0] for stage in stages]
+    assert bases == ["localhost/docflow-base:bookworm"] * len(stages)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -329,7 +330,8 @@ def run_build_stage_installs(service: str, tmp_path, **overrides: str) -> list[l
     stubs.mkdir(exist_ok=True)
     log = tmp_path / "pip.log"
     (stubs / "pip").write_text(
-        '#!/bin/sh\nprintf "%s|" "NO_INDEX=${PIP_NO_INDEX-}" "FIND_LINKS=${PIP_FIND_LINKS-}" "$@" >>"$PIP_LOG"\n'
+        '#!/bin/sh\n'
+        'printf "%s|" "NO_INDEX=${PIP_NO_INDEX-}" "FIND_LINKS=${PIP_FIND_LINKS-}" "$@" >>"$PIP_LOG"\n'
         'echo >>"$PIP_LOG"\n')
     (stubs / "pip").chmod(0o755)
     steps = instructions(service, **overrides)
