@@ -10,6 +10,7 @@ FORBIDDEN = ["pypdf", "docx", "pytesseract", "torch", "lancedb", "pinecone", "nu
 # Runs in a fresh interpreter: this test process has imported plenty already.
 PROBE = """
 import json, sys
+from pathlib import Path
 from fastapi.testclient import TestClient
 from docflow.gateway.main import create_app
 from docflow.shared.settings import Settings
@@ -21,6 +22,18 @@ with TestClient(create_app(settings)) as client:
     assert accepted.status_code == 202, accepted.text
     client.get(f"/v1/documents/{accepted.json()['document_id']}", headers=auth)
     client.get(f"/v1/tasks/{accepted.json()['task_id']}", headers=auth)
+    # A document's pages and chunks, read from its artifacts as the extractor stores them.
+    from docflow.shared import artifacts
+    from docflow.shared.messages import Chunk, version_prefix
+    from docflow.shared.storage import LocalStorage
+    prefix = version_prefix("tenant-a", accepted.json()["document_id"], 1)
+    LocalStorage(Path(sys.argv[2])).put(prefix + artifacts.PAGES, artifacts.dump_pages(
+        [artifacts.PageText(page=None, text="hello there")]))
+    LocalStorage(Path(sys.argv[2])).put(prefix + artifacts.CHUNKS, artifacts.dump_chunks(
+        [Chunk(index=0, text="hello there")]))
+    for contents in ("pages", "chunks"):
+        read = client.get(f"/v1/documents/{accepted.json()['document_id']}/{contents}", headers=auth)
+        assert read.status_code == 200, read.text
     client.get("/readyz")
 %(extra)s
 forbidden = json.loads(sys.argv[3])

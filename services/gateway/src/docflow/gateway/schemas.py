@@ -7,6 +7,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from docflow.gateway.metadata import MetadataError, validated_metadata
+from docflow.shared.artifacts import PageText
+from docflow.shared.messages import Chunk
 from docflow.shared.search import BUILTIN_FILTER_FIELDS, SearchMode
 from docflow.shared.search_filter import parse_filter
 from docflow.shared.status import DocumentRecord, DocumentStatus
@@ -108,6 +110,27 @@ class DocumentPage(BaseModel):
     total: int = Field(description="Documents matching the filter, over all pages")
     limit: int
     offset: int
+
+
+class ArtifactSlice(BaseModel):
+    """One slice of a stored artifact of the document's current version."""
+
+    document_id: str
+    version: int = Field(description="The version these come from: the document's current one")
+    total: int = Field(description="Entries in the artifact, over all slices")
+    offset: int
+    limit: int
+
+
+class DocumentPages(ArtifactSlice):
+    pages: list[PageText] = Field(description="The text of each page in order, blank ones included; "
+                                              "`page` is null where the format has no fixed pages "
+                                              "(plain text, DOCX)")
+
+
+class DocumentChunks(ArtifactSlice):
+    chunks: list[Chunk] = Field(description="The searchable chunks in order; `index` is a search "
+                                            "hit's `chunk_index`")
 
 
 class SearchRequest(BaseModel):

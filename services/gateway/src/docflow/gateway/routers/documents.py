@@ -1,4 +1,5 @@
-"""/v1/documents: upload, read, list, update metadata, delete, reprocess, cancel — one tenant at a time.
+"""/v1/documents: upload, read, list, update metadata, delete, reprocess, cancel, and read a
+document's pages and chunks — one tenant at a time.
 
 Another tenant's document answers exactly like a missing one (404), so ids leak
 nothing across tenants.
@@ -22,11 +23,15 @@ from docflow.gateway.json_bodies import StrictJsonError, StrictJsonRoute
 from docflow.gateway.metrics import counting_rejections
 from docflow.gateway.rate_limit import RATE_LIMITED, ReprocessRateLimited, UploadRateLimited
 from docflow.gateway.metadata import MetadataError, validated_metadata
-from docflow.gateway.schemas import Document, DocumentAccepted, DocumentPage, MetadataUpdate
+from docflow.gateway.schemas import (
+    Document, DocumentAccepted, DocumentChunks, DocumentPage, DocumentPages, MetadataUpdate,
+)
 from docflow.gateway.uploads import FILE_FIELD, METADATA_FIELD, Upload, receive_upload
 from docflow.gateway.url_intake import JSON_MEDIA_TYPE, UrlSubmission, accept_url, parse_submission
 from docflow.gateway.versions import start_new_version
-from docflow.shared.messages import artifact_prefix
+from docflow.shared import artifacts
+from docflow.shared.errors import ErrorCode, PermanentError
+from docflow.shared.messages import artifact_prefix, version_prefix
 from docflow.shared.names import Task
 from docflow.shared.status import FINAL_STATUSES, DocumentRecord, DocumentStatus
 
@@ -35,6 +40,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/documents", tags=["documents"], route_class=StrictJsonRoute)
 
 DEFAULT_PAGE_SIZE = 20
+ARTIFACT_PAGE_SIZE_MAX = 100
 NOT_FOUND = {status.HTTP_404_NOT_FOUND: {"description": "No such document for this tenant"}}
 
 # The body is parsed by `receive_upload` (streaming, with limits) or, as JSON, by
@@ -254,3 +260,66 @@ def cancel_document(document_id: str, services: ServicesDep, tenant: Tenant) -> 
                             f"document {document_id} is already {final_status}; nothing to cancel")
     log.info("document cancelled")
     return Document.from_record(_document_or_404(services, tenant, document_id))
+
+
+# --- a document's pages and chunks ---------------------------------------------------------
+# Read from the extractor's artifacts of the current version (docflow.shared.artifacts,
+# the one module that knows their names and format): the gateway reads storage, never
+# the extractor's code. See docs/architecture.md, "Reading a document's pages and chunks".
+
+ARTIFACT_NOT_READY = {status.HTTP_409_CONFLICT: {
+    "description": "The current version has not been extracted (yet): queued, extracting, or failed or "
+                   "cancelled before its text was stored (the reason is in `detail`)"}}
+ArtifactOffset = Annotated[int, Query(ge=0, description="Entries to skip")]
+ArtifactLimit = Annotated[int, Query(ge=1, le=ARTIFACT_PAGE_SIZE_MAX,
+                                     description=f"Entries to return, 1 to {ARTIFACT_PAGE_SIZE_MAX}")]
+
+
+def _stored_artifact(services: Services, tenant: str, document_id: str,
+                     name: str) -> tuple[DocumentRecord, bytes]:
+    """The document's record and the bytes of its current version's artifact `name`:
+    404 for no such document of this tenant, 409 (saying why) while there is none."""
+    record = _document_or_404(services, tenant, document_id)
+    try:
+        return record, services.storage.get(version_prefix(tenant, document_id, record.version) + name)
+    except PermanentError as exc:
+        if exc.code is not ErrorCode.ARTIFACT_MISSING:
+            raise
+    # Read again so that a document deleted meanwhile is a 404 and the reason names its state now.
+    current = _document_or_404(services, tenant, document_id)
+    raise HTTPException(status.HTTP_409_CONFLICT, _not_extracted_reason(current, name))
+
+
+def _not_extracted_reason(record: DocumentRecord, name: str) -> str:
+    what = name.removesuffix(".json")
+    if record.status not in FINAL_STATUSES:
+        return (f"document {record.document_id} has no {what} yet: version {record.version} is "
+                f"{record.status.value}; its {what} are readable once it has been extracted")
+    reason = f"document {record.document_id} has no {what}: version {record.version} is {record.status.value}"
+    if record.error is not None:
+        stage = record.error.stage or "an unknown stage"
+        reason += f" ({record.error.code} at {stage}: {record.error.message})"
+    return reason + f" and its {what} were never stored"
+
+
+@router.get("/{document_id}/pages", response_model=DocumentPages,
+            responses={**NOT_FOUND, **ARTIFACT_NOT_READY})
+def list_document_pages(document_id: str, services: ServicesDep, tenant: Tenant, offset: ArtifactOffset = 0,
+                        limit: ArtifactLimit = DEFAULT_PAGE_SIZE) -> DocumentPages:
+    """The text of the current version's pages, in order (blank ones included), a slice at a time."""
+    record, data = _stored_artifact(services, tenant, document_id, artifacts.PAGES)
+    pages = artifacts.load_pages(data)
+    return DocumentPages(document_id=document_id, version=record.version, total=len(pages), offset=offset,
+                         limit=limit, pages=pages[offset:offset + limit])
+
+
+@router.get("/{document_id}/chunks", response_model=DocumentChunks,
+            responses={**NOT_FOUND, **ARTIFACT_NOT_READY})
+def list_document_chunks(document_id: str, services: ServicesDep, tenant: Tenant, offset: ArtifactOffset = 0,
+                         limit: ArtifactLimit = DEFAULT_PAGE_SIZE) -> DocumentChunks:
+    """The current version's chunks (what is embedded and found), in order, a slice at a time;
+    a search hit's `chunk_index` is the offset of its chunk here."""
+    record, data = _stored_artifact(services, tenant, document_id, artifacts.CHUNKS)
+    chunks = artifacts.load_chunks(data)
+    return DocumentChunks(document_id=document_id, version=record.version, total=len(chunks), offset=offset,
+                          limit=limit, chunks=chunks[offset:offset + limit])
