@@ -112,6 +112,9 @@ def test_a_corrupt_pdf_fails_showing_its_error_code(console):
     expect(row).to_have_attribute("data-status", "failed", timeout=WAIT_MS)
     expect(row.locator(".error-code")).to_have_text("corrupt_file")
     expect(row.locator(".doc-error")).to_contain_text("stage: extract")
+    row.locator("button.doc-name").click()  # its text was never stored: the document view says why
+    expect(page.locator("#chunks-section")).to_have_attribute("data-state", "waiting")
+    expect(page.locator("#chunks-section .state")).to_contain_text("failed (corrupt_file at extract")
 
 
 def test_a_search_finds_a_document_and_opens_it_at_the_hit(console, api):
@@ -137,6 +140,10 @@ def test_a_search_finds_a_document_and_opens_it_at_the_hit(console, api):
     expect(page.locator("#document-title")).to_have_text(name)
     expect(page.locator("#matched-chunk .chunk-text")).to_contain_text(f"The {word} colony")
     expect(page.locator("#matched-chunk mark").first).to_have_text(word)
+    current = page.locator("#chunks-section li.current")  # the document's chunks, at the hit
+    expect(current).to_have_attribute("data-chunk-index", page.locator("#matched-chunk").get_attribute(
+        "data-chunk-index"))
+    expect(current.locator("mark").first).to_have_text(word)
     expect(page.locator("#timeline li[data-type=completed]")).to_have_count(1)
     expect(page.locator("#detail-summary dd").first).to_have_text(document_id)
     console.screenshot("document")
@@ -300,3 +307,48 @@ def test_a_dropped_file_is_uploaded_then_reprocessed_and_deleted_from_its_row(co
     row.get_by_role("button", name="Really delete?").click()
     expect(row).to_have_count(0)
     assert api.http.get(f"/v1/documents/{document_id}").status_code == 404
+
+
+def test_an_opened_document_shows_its_chunks_and_pages_paged(console, api):
+    word = unique_word("albatross")
+    sections = [f"Section {n} of the {word} almanac. " + "The tide tables list the hour of each high water "
+                "at the harbour, and the keeper notes the wind, the swell and the birds on the cliffs. " * 7
+                for n in range(1, 27)]
+    name = f"{word}-almanac.txt"
+    page = console.open(KEY)
+    page.set_input_files("#file-input", [file_payload(name, samples.text(sections), "text/plain")])
+    # Opened as soon as it is accepted: the chunks appear when the extractor has stored
+    # them (the document's events say so), or straight away if it already has.
+    row = console.row(name)
+    expect(row).to_have_attribute("data-document-id", re.compile(r"^\w+$"))
+    document_id = row.get_attribute("data-document-id")
+    row.locator("button.doc-name").click()
+    expect(page.locator("#document-title")).to_have_text(name)
+    chunks = page.locator("#chunks-section")
+    expect(chunks).to_have_attribute("data-state", "shown", timeout=WAIT_MS)
+
+    stored = api.http.get(f"/v1/documents/{document_id}/chunks", params={"limit": 100}).json()
+    total, texts = stored["total"], [chunk["text"] for chunk in stored["chunks"]]
+    assert 20 < total <= 40, f"{total} chunks: the text should make two pages of 20"
+    expect(chunks.locator(".pager-info")).to_have_text(f"1–20 of {total}")
+    expect(chunks.locator("li.chunk .chunk-text")).to_have_text(texts[:20])
+    expect(chunks.locator("button.previous")).to_be_disabled()
+
+    chunks.locator("button.next").click()
+    expect(chunks.locator(".pager-info")).to_have_text(f"21–{total} of {total}")
+    expect(chunks.locator("li.chunk .chunk-text")).to_have_text(texts[20:])
+    expect(chunks.locator("li.chunk").last).to_have_attribute("data-chunk-index", str(total - 1))
+    expect(chunks.locator("button.next")).to_be_disabled()
+    chunks.locator("button.previous").click()
+    expect(chunks.locator("li.chunk .chunk-text").first).to_have_text(texts[0])
+
+    pages = page.locator("#pages-section")
+    expect(pages.locator(".pager-info")).to_have_text("1–1 of 1")
+    expect(pages.locator("li.page .where")).to_have_text("part 1 (this format has no fixed pages)")
+    expect(pages.locator("li.page .page-text")).to_contain_text(f"Section 26 of the {word} almanac.")
+
+    # A reprocess makes version 2 current: the view shows its text once it is stored.
+    page.locator("#detail-summary").get_by_role("button", name="Reprocess").click()
+    expect(chunks.locator("h3")).to_have_text("Chunks (version 2)", timeout=WAIT_MS)
+    expect(chunks.locator("li.chunk .chunk-text")).to_have_text(texts[:20])
+    assert console.dialogs == []

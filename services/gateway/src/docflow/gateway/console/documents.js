@@ -5,6 +5,7 @@
 // polled instead, and the stream is tried again.
 
 import { ApiError, events, query, request } from "/console/api.js";
+import { documentContents } from "/console/contents.js";
 import {
   $, bytes, button, confirmingButton, describe, el, fill, highlighted, report, setState, showAlert, sleep, when,
 } from "/console/dom.js";
@@ -27,7 +28,7 @@ const list = {
 const early = new Map();
 let uploading = 0;
 const live = { controller: null, lastEventId: null, pollTimer: null };
-const detail = { id: null, controller: null, record: null };
+const detail = { id: null, controller: null, record: null, contents: null };
 
 const encode = encodeURIComponent;
 const newer = (a, b) => !b || !a || Date.parse(a) >= Date.parse(b);
@@ -142,6 +143,7 @@ function update(doc) {
   if (detail.id === doc.document_id) {
     detail.record = doc;
     renderSummary(doc);
+    if (detail.contents) detail.contents.documentChanged(doc);
   }
 }
 
@@ -416,7 +418,8 @@ async function droppedFiles(transfer) {
 }
 
 // --- one document -----------------------------------------------------------------------
-// `hit`: the search hit it was opened from, shown as the matched chunk.
+// `hit`: the search hit it was opened from, shown as the matched chunk, and the
+// document's chunks opened at it (contents.js).
 export async function openDocument(id, hit = null) {
   closeDocument();
   detail.id = id;
@@ -435,6 +438,7 @@ export async function openDocument(id, hit = null) {
   }
   if (detail.id !== id) return;
   detail.record = doc;
+  detail.contents = documentContents(doc, hit);
   fill(root, [
     el("div", { id: "detail-summary" }),
     hit ? matchedChunk(hit) : null,
@@ -445,7 +449,8 @@ export async function openDocument(id, hit = null) {
     doc.metadata_error ? el("p", { class: "doc-error" }, doc.metadata_error) : null,
     el("h3", {}, "Timeline"),
     el("ol", { id: "timeline", class: "timeline" }),
-    el("p", { id: "timeline-state", class: "state" }, "Loading the timeline…")]);
+    el("p", { id: "timeline-state", class: "state" }, "Loading the timeline…"),
+    detail.contents.nodes]);
   renderSummary(doc);
   if (hit) $("matched-chunk").scrollIntoView({ block: "nearest" });
   followTimeline(id);
@@ -453,9 +458,11 @@ export async function openDocument(id, hit = null) {
 
 export function closeDocument() {
   if (detail.controller) detail.controller.abort();
+  if (detail.contents) detail.contents.close();
   detail.controller = null;
   detail.id = null;
   detail.record = null;
+  detail.contents = null;
 }
 
 function renderSummary(doc) {

@@ -25,6 +25,7 @@ ASSETS = {
     "api.js": "text/javascript; charset=utf-8",
     "dom.js": "text/javascript; charset=utf-8",
     "documents.js": "text/javascript; charset=utf-8",
+    "contents.js": "text/javascript; charset=utf-8",
     "search.js": "text/javascript; charset=utf-8",
     "admin.js": "text/javascript; charset=utf-8",
 }
