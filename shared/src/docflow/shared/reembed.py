@@ -25,6 +25,7 @@ import json
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis
 from pydantic import BaseModel, ConfigDict
@@ -230,6 +231,22 @@ class Reembeds:
         pipe.sadd(self.set_key(tenant, "failed"), document_id)
         pipe.hset(self.job_key(tenant), "error", json.dumps({"document_id": document_id, "reason": reason}))
         pipe.execute()
+
+    def counts(self, msg: ReembedMessage) -> bool:
+        """Whether the running job counts this document's re-embed (not a late write's own
+        re-embed into the active generation, nor one of a job that has ended)."""
+        job = self.job(msg.tenant)
+        return job is not None and job.state is ReembedState.RUNNING and job.to_generation == msg.generation
+
+    def note_task_failure(self, args: Any, exc: BaseException) -> None:
+        """A re-embed task (embedder's or indexer's) failed for good: its job counts the
+        document as failed, if it counts it at all (the tasks' shared on_failure)."""
+        try:
+            msg = ReembedMessage.model_validate(args[0])
+        except Exception:
+            return
+        if self.counts(msg):
+            self.note_failed(msg.tenant, msg.document_id, f"{type(exc).__name__}: {exc}")
 
     def in_flight(self, tenant: str) -> int:
         pipe = self.redis.pipeline(transaction=False)

@@ -14,7 +14,7 @@ from docflow.shared.embedding_models import QueryVector, model_identity
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.messages import PipelineMessage, version_prefix
 from docflow.shared.names import Task
-from docflow.shared.reembed import ReembedMessage, Reembeds, ReembedState, reembedded_artifact
+from docflow.shared.reembed import ReembedMessage, Reembeds, reembedded_artifact
 from docflow.shared.stage_task import DocflowTask, StageTask
 from docflow.shared.status import DocumentStatus
 
@@ -117,14 +117,7 @@ class ReembedEmbedTask(DocflowTask):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         super().on_failure(exc, task_id, args, kwargs, einfo)
-        try:
-            msg = ReembedMessage.model_validate(args[0])
-        except Exception:
-            return
-        jobs = Reembeds(self.redis, self.settings.redis_key_prefix)
-        job = jobs.job(msg.tenant)
-        if job is not None and job.state is ReembedState.RUNNING and job.to_generation == msg.generation:
-            jobs.note_failed(msg.tenant, msg.document_id, f"{type(exc).__name__}: {exc}")
+        Reembeds(self.redis, self.settings.redis_key_prefix).note_task_failure(args, exc)
 
 
 @app.task(base=ReembedEmbedTask, name=Task.REEMBED_EMBED.value, bind=True)

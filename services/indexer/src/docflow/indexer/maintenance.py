@@ -20,7 +20,7 @@ tenant that wrote shortly before a delete and then went quiet kept the deleted r
 in an old version for good; with it they are gone within the delay plus twice
 (retention + CLEANUP_MARGIN_SECONDS): 27 minutes with the defaults.
 
-One run per tenant: a Redis lock (SET NX EX) whose TTL outlasts the task's hard
+One run per tenant: a Redis lock (docflow.indexer.run_lock) whose TTL outlasts the task's hard
 limit, so a run killed without releasing it cannot block its tenant for longer than
 that. The lock holds the run's task id: the redelivery of a run killed midway
 (acks_late) carries the same id and takes the lock over at once.
@@ -31,24 +31,12 @@ from dataclasses import dataclass
 import redis
 
 from docflow.indexer import metrics as index_metrics
+from docflow.indexer import run_lock
 from docflow.shared.settings import Settings
 
 # How long after the retention a follow-up run comes: the versions it must remove are
 # then past it for sure, and a run taking a little longer does not matter.
 CLEANUP_MARGIN_SECONDS = 60
-
-# Compare-and-delete: only the holder releases the lock.
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Take the lock if free, or if this same run (a redelivery) holds it.
-_ACQUIRE_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -106,10 +94,10 @@ class MaintenanceSchedule:
         return bool(self.redis.set(self._key("cleanup", tenant), 1, nx=True, ex=self.cleanup_delay_seconds))
 
     def acquire(self, tenant: str, run_id: str) -> bool:
-        return bool(self.redis.eval(_ACQUIRE_LUA, 1, self._key("lock", tenant), run_id, self.lock_seconds))
+        return run_lock.acquire(self.redis, self._key("lock", tenant), run_id, self.lock_seconds)
 
     def release(self, tenant: str, run_id: str) -> None:
-        self.redis.eval(_RELEASE_LUA, 1, self._key("lock", tenant), run_id)
+        run_lock.release(self.redis, self._key("lock", tenant), run_id)
 
     def pending_writes(self, tenant: str) -> int:
         return int(self.redis.get(self._key("writes", tenant)) or 0)

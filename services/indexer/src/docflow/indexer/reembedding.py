@@ -17,6 +17,7 @@ import time
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
+from docflow.indexer import run_lock
 from docflow.indexer.generations import reembeds, send_reembed
 from docflow.indexer.stores import DocumentAttributes
 from docflow.indexer.tasks import (build_records, keeps_vectors, load_chunks, load_embeddings,
@@ -34,17 +35,6 @@ log = structlog.get_logger(__name__)
 STEP_PAUSE_SECONDS = 0.5
 # The lock outlives any step (a step is a few Redis calls and sends).
 LOCK_SECONDS = 120
-
-_ACQUIRE_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
-"""
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class CoordinatorTask(DocflowTask):
@@ -66,18 +56,7 @@ class ReembedDocumentTask(DocflowTask):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         super().on_failure(exc, task_id, args, kwargs, einfo)
-        try:
-            msg = ReembedMessage.model_validate(args[0])
-        except Exception:
-            return
-        if counted_by_job(reembeds(self), msg):
-            reembeds(self).note_failed(msg.tenant, msg.document_id, f"{type(exc).__name__}: {exc}")
-
-
-def counted_by_job(jobs: Reembeds, msg: ReembedMessage) -> bool:
-    """Whether the running job counts this document (not a late write's own re-embed)."""
-    job = jobs.job(msg.tenant)
-    return job is not None and job.state is ReembedState.RUNNING and job.to_generation == msg.generation
+        reembeds(self).note_task_failure(args, exc)
 
 
 @app.task(base=CoordinatorTask, name=Task.REEMBED_TENANT.value, bind=True)
@@ -86,12 +65,12 @@ def reembed_tenant(self: CoordinatorTask, tenant: str) -> dict:
     jobs = reembeds(self)
     run_id = self.request.id or "local"
     lock = jobs.lock_key(tenant)
-    if not self.redis.eval(_ACQUIRE_LUA, 1, lock, run_id, LOCK_SECONDS):
+    if not run_lock.acquire(self.redis, lock, run_id, LOCK_SECONDS):
         return {"tenant": tenant, "outcome": "busy"}  # another step runs; it sends the next
     try:
         outcome = _step(self, jobs, tenant)
     finally:
-        self.redis.eval(_RELEASE_LUA, 1, lock, run_id)
+        run_lock.release(self.redis, lock, run_id)
     if outcome in ("sent", "waiting"):
         if outcome == "waiting":
             time.sleep(STEP_PAUSE_SECONDS)
@@ -207,7 +186,7 @@ def reembed_document(self: ReembedDocumentTask, message: dict) -> dict:
             # Deleted or reprocessed while we wrote: leave nothing behind.
             store.delete_version(msg.tenant, msg.document_id, msg.version, generation=msg.generation)
         note_index_writes(self, msg.tenant)
-    if counted_by_job(jobs, msg):
+    if jobs.counts(msg):
         jobs.note_done(msg.tenant, msg.document_id, msg.embedding_model if written else None)
     if msg.embeddings_key is not None:
         self.storage.delete_prefix(msg.embeddings_key)  # the transient artifact; its record is the table now

@@ -19,8 +19,8 @@ from docflow.shared.embedding_models import QueryVector
 from docflow.shared.errors import ErrorCode, PermanentError
 from docflow.shared.highlights import highlights
 from docflow.shared.messages import Chunk, PipelineMessage
-from docflow.shared.reembed import ReembedMessage
 from docflow.shared.names import Task
+from docflow.shared.reembed import ReembedMessage
 from docflow.shared.search import IndexHit, SearchMode, SearchQuery
 from docflow.shared.stage_task import DocflowTask, StageTask
 from docflow.shared.status import DocumentRecord, DocumentStatus
