@@ -6,7 +6,6 @@ checkov pins many libraries of its own, so it runs from its own virtualenv
 
 import json
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -15,6 +14,16 @@ from deploy_support import REPO, SCENARIOS
 
 CHECKOV = REPO / ".venv-tools" / "bin" / "checkov"
 CONFIG = REPO / ".checkov.yaml"
+
+
+def with_base_image_defaults(dockerfile: str) -> str:
+    """The Dockerfile as a default build renders its FROM lines: the global ARGs (those
+    before the first FROM, e.g. BASE_IMAGE) filled in with their defaults. checkov does
+    not expand build args, and judges `FROM ${BASE_IMAGE}` an image without a tag."""
+    head = dockerfile.split("\nFROM ", 1)[0]
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S+)$", head, flags=re.MULTILINE))
+    return re.sub(r"^(FROM )\$\{(\w+)\}", lambda m: m.group(1) + defaults.get(m.group(2), m.group(0)),
+                  dockerfile, flags=re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +41,7 @@ def checkov_reports(chart, tmp_path_factory) -> list[dict]:
     # One Dockerfile builds every image (each with its own build args).
     target = root / "dockerfiles" / "Dockerfile"
     target.parent.mkdir(parents=True)
-    shutil.copy(REPO / "services" / "Dockerfile", target)
+    target.write_text(with_base_image_defaults((REPO / "services" / "Dockerfile").read_text()))
     result = subprocess.run(
         [str(CHECKOV), "--config-file", str(CONFIG), "--directory", str(root),
          "--framework", "kubernetes", "dockerfile", "--output", "json", "--skip-download"],
@@ -59,6 +68,12 @@ def test_checkov_reports_no_failed_checks(checkov_reports):
         for report in checkov_reports for failed in report["results"]["failed_checks"]
     ]
     assert not failures, "\n".join(failures)
+
+
+def test_the_scanned_dockerfile_names_the_pinned_base_image():
+    rendered = with_base_image_defaults((REPO / "services" / "Dockerfile").read_text())
+    froms = re.findall(r"^FROM (\S+)", rendered, flags=re.MULTILINE)
+    assert froms and all(re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", image) for image in froms), froms
 
 
 def test_every_skipped_check_has_a_written_reason():
