@@ -9,10 +9,11 @@ set -eu
 service="${DOCFLOW_SERVICE:?DOCFLOW_SERVICE is unset: build the image with --build-arg SERVICE=...}"
 
 # A stage's document worker: its queues (the query queue first, the bulk lane last:
-# docs/architecture.md, Fair sharing), one pool process.
+# docs/architecture.md, Fair sharing), its pool and concurrency (one process; the
+# indexer's runs 8 threads, whose documents share LanceDB commits: "Group commits").
 worker() {
     exec celery -A "docflow.$service.worker" worker -Q "$1" -n "$service@%h" \
-        --concurrency 1 --loglevel INFO --without-gossip --without-mingle
+        --pool "${2:-prefork}" --concurrency "${3:-1}" --loglevel INFO --without-gossip --without-mingle
 }
 
 case "${1:-run}" in
@@ -26,7 +27,7 @@ case "${1:-run}" in
                 export OMP_THREAD_LIMIT
                 worker docflow.extract,docflow.bulk.extract ;;
             embedder) worker docflow.query.embed,docflow.embed,docflow.bulk.embed ;;
-            indexer) worker docflow.query.index,docflow.index,docflow.bulk.index ;;
+            indexer) worker docflow.query.index,docflow.index,docflow.bulk.index threads 8 ;;
         esac ;;
     healthcheck)
         # The gateway's liveness endpoint; a worker's main process serves /metrics.

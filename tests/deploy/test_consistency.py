@@ -8,7 +8,7 @@ from deploy_support import (ALL_WORKERS, SCENARIOS, WORKERS, containers, contain
                             selected_workloads, selects)
 
 from docflow.shared.names import (BULK_QUEUE_OF_STAGE, QUEUE_OF_STAGE, SERVICE_OF_STAGE, TASK_ROUTES, Queue, Stage,
-                                  WorkerRole, queues_of_role, queues_of_stage, roles_of_stage)
+                                  WorkerRole, pool_of_role, queues_of_role, queues_of_stage, roles_of_stage)
 from docflow.shared.settings import Settings
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}
@@ -38,6 +38,7 @@ def test_worker_queue_equals_keda_list_name_equals_shared_names(scenario_manifes
     queues = [queue.value for queue in queues_of_stage(stage)]
     assert option(args, "-Q") == ",".join(queues)
     assert option(args, "-n") == f"{service}@%h"
+    assert option(args, "--pool") == pool_of_role(stage, WorkerRole.DOCUMENT)
     for scaled in of_kind(objects, "ScaledObject"):
         if scaled["spec"]["scaleTargetRef"]["name"] == f"docflow-{service}":
             triggers = scaled["spec"]["triggers"]
@@ -76,6 +77,7 @@ def test_role_worker_consumes_only_its_roles_queue(scenario_manifests, scenario,
     queues = [queue.value for queue in queues_of_role(stage, role)]
     assert option(args, "-Q") == ",".join(queues)
     assert option(args, "-n") == f"{component}@%h"
+    assert option(args, "--pool") == pool_of_role(stage, role)
     for scaled in of_kind(objects, "ScaledObject"):
         if scaled["spec"]["scaleTargetRef"]["name"] == f"docflow-{component}":
             assert [t["metadata"]["listName"] for t in scaled["spec"]["triggers"]] == queues

@@ -21,7 +21,7 @@ from deploy_support import REPO, SERVICES, WORKERS
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from docflow.shared.names import SERVICE_OF_STAGE, queues_of_stage
+from docflow.shared.names import SERVICE_OF_STAGE, WorkerRole, pool_of_role, queues_of_stage
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}
 BASE_IMAGE = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")
@@ -227,6 +227,7 @@ def test_worker_command_consumes_its_own_queue(service, tmp_path):
     queues = queues_of_stage(STAGE_OF_SERVICE[service])
     assert command[command.index("-Q") + 1] == ",".join(queue.value for queue in queues)
     assert command[command.index("-n") + 1] == f"{service}@%h"
+    assert command[command.index("--pool") + 1] == pool_of_role(STAGE_OF_SERVICE[service], WorkerRole.DOCUMENT)
     assert "EXPOSE" in dict(instructions(service)) and args_of(service, "EXPOSE") == ["9100"]
     assert "DOCFLOW_METRICS_PORT=9100" in image_env(service)
 

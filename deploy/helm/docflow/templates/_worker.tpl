@@ -109,6 +109,11 @@ spec:
             - {{ join "," $queues }}
             - -n
             - {{ $component }}@%h
+            {{- /* docflow.shared.names.pool_of_role: the indexer's document worker runs
+            its tasks in threads, so documents indexed side by side share LanceDB commits;
+            its concurrency is threads. */}}
+            - --pool
+            - {{ ternary "threads" "prefork" (and (eq $service "indexer") (not $role)) }}
             - --concurrency
             - {{ $values.concurrency | quote }}
             - --loglevel

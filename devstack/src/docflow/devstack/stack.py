@@ -21,12 +21,15 @@ from celery import Celery
 from docflow.devstack.processes import Process, free_port, wait_until
 from docflow.devstack.redis_server import RedisServer
 from docflow.shared.celery_app import create_celery_app
-from docflow.shared.names import SERVICE_OF_STAGE, Stage, WorkerRole, queues_of_role, roles_of_stage
+from docflow.shared.names import SERVICE_OF_STAGE, Stage, WorkerRole, pool_of_role, queues_of_role, roles_of_stage
 from docflow.shared.settings import Settings
 
 DEV_API_KEYS = "dev-key=dev"
 # The niceness of the document and maintenance workers (Settings.worker_nice).
 BACKGROUND_NICE = 10
+# Threads of the indexer's document worker (the chart's indexer.concurrency): the
+# documents indexed side by side share LanceDB commits, up to this many a commit.
+INDEX_THREADS = 8
 
 
 def worker_name(stage: Stage, role: WorkerRole = WorkerRole.DOCUMENT) -> str:
@@ -43,7 +46,7 @@ def worker_argv(stage: Stage, concurrency: int = 1, node: str | None = None,
     return [
         sys.executable, "-m", "celery", "-A", f"docflow.{service}.worker", "worker",
         "-Q", ",".join(q.value for q in queues_of_role(stage, role)), "-n", node or f"{worker_name(stage, role)}@%h",
-        "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--pool", pool_of_role(stage, role), "--concurrency", str(concurrency), "--loglevel", "INFO",
         # Gossip and mingle sync state between workers at start-up; a stage's workers
         # share nothing that needs it, and skipping it makes start-up seconds faster.
         "--without-gossip", "--without-mingle",
@@ -58,10 +61,13 @@ def default_concurrency(stage: Stage, embedder: str) -> int:
     threads (they scale poorly on MiniLM's small matrices, and stall at every barrier
     when the extractor or the indexer takes a core); a process embedding alone still
     uses every core (docflow.embedder.loaded_provider.thread_budget). Everything else
-    (and an embedder that only calls an API or hashes) needs one.
+    (and an embedder that only calls an API or hashes) needs one process; the
+    indexer's document worker runs INDEX_THREADS threads (names.pool_of_role).
     """
     if stage is Stage.EMBED and embedder == "minilm":
         return len(os.sched_getaffinity(0))
+    if stage is Stage.INDEX:
+        return INDEX_THREADS
     return 1
 
 

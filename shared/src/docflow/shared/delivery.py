@@ -26,6 +26,7 @@ from typing import Any
 import redis
 import structlog
 from billiard.einfo import ExceptionWithTraceback
+from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from celery.worker.state import task_ready
@@ -53,6 +54,14 @@ def is_redis_unreachable(exc: BaseException) -> bool:
 
 
 class DocflowRequest(Request):
+    def cancel(self, pool, signal=None, emit_retry=True):
+        """A thread cannot be stopped (the indexer's document worker runs a threads pool,
+        which raises on terminate): the run goes on, and acknowledges its message only
+        if it succeeds (acks_late); otherwise the message is redelivered."""
+        if isinstance(pool, ThreadPool):
+            return
+        super().cancel(pool, signal=signal, emit_retry=emit_retry)
+
     def _announce_cancelled(self, emit_retry=True):
         """Celery terminates a running late-ack task when the broker connection drops
         (`worker_cancel_long_running_tasks_on_connection_loss`), leaving its message

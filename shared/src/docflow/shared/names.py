@@ -139,6 +139,14 @@ def queues_of_role(stage: Stage, role: WorkerRole) -> list[Queue]:
     return [queue] if queue else []
 
 
+def pool_of_role(stage: Stage, role: WorkerRole) -> str:
+    """Celery's pool for a worker (its --pool). The indexer's document worker runs its
+    tasks in threads, so the appends of documents indexed side by side share LanceDB
+    commits (docflow.indexer.group_commit; docs/architecture.md, "Group commits"); its
+    --concurrency is then threads, not processes. Every other worker forks processes."""
+    return "threads" if (stage, role) == (Stage.INDEX, WorkerRole.DOCUMENT) else "prefork"
+
+
 def roles_of_stage(stage: Stage) -> list[WorkerRole]:
     """The worker roles a stage runs: the document worker, plus one per extra queue."""
     return [role for role in WorkerRole if queues_of_role(stage, role)]

@@ -2,6 +2,7 @@
 vectors, rewrite a document's metadata, and maintain a tenant's index."""
 
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import structlog
@@ -72,6 +73,15 @@ def keeps_vectors(record: DocumentRecord | None, version: int) -> bool:
 
 @app.task(base=StageTask, name=Task.INDEX.value, bind=True)
 def index_document(self: StageTask, message: dict) -> dict:
+    """Index one document. The worker runs these in threads; while one runs, another
+    thread's append to the same table waits for its rows to share the commit
+    (group_commit.py)."""
+    appends = getattr(get_store(), "appends", None)  # LanceDB's; Pinecone has no commits
+    with appends.writer() if appends is not None else nullcontext():
+        return _index_document(self, message)
+
+
+def _index_document(self: StageTask, message: dict) -> dict:
     """Upsert the document's vectors in batches, then either complete the document and
     drop its older versions, or, if the run went stale meanwhile, remove what it wrote.
 

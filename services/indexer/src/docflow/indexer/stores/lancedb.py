@@ -31,6 +31,7 @@ import pyarrow as pa
 from lancedb.index import FTS, IvfPq, IvfSq
 
 from docflow.indexer.fusion import FUSION_CANDIDATES, reciprocal_rank_fusion
+from docflow.indexer.group_commit import GroupCommit
 from docflow.indexer.stores.base import MetadataValue, SearchHit, VectorRecord
 from docflow.indexer.stores.filters import lancedb_where, metadata_numbers, metadata_terms, sql_string
 from docflow.shared.embedding_models import check_same_model
@@ -139,6 +140,8 @@ class LanceDBStore:
         self._fts_ready: set[str] = set()  # tables with their full-text index
         # Runs a hybrid search's keyword half beside its vector half (see `search`).
         self._halves = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-half")
+        # First runs' appends from the worker's threads share commits (group_commit.py).
+        self.appends = GroupCommit()
 
     def _open(self, tenant: str, generation: int = 0):
         """The tenant's table, or None if the tenant has never indexed anything."""
@@ -253,7 +256,8 @@ class LanceDBStore:
             if fresh:
                 # Nothing to overwrite: an append costs a commit, a merge also a join
                 # against the whole table (several times slower, and growing with it).
-                table.add(data)
+                # Appends the other threads make to this table meanwhile share the commit.
+                self.appends.append(table_name(tenant, generation), data, table.add)
             else:
                 # Keyed on the deterministic id: a re-run overwrites instead of duplicating.
                 (table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
