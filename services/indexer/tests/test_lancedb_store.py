@@ -232,3 +232,26 @@ def test_each_generation_of_a_tenant_is_a_table_of_its_own_with_its_own_model(st
     assert (store.count("acme", "doc1"), store.count("acme", "doc1", generation=1)) == (1, 0)
     assert store.drop("acme", 0) and not store.drop("acme", 0)
     assert store.search("acme", [1, 0], 1) == [] and store.embedding_model("acme") is None
+
+
+def test_threads_indexing_a_new_tenants_first_documents_create_its_table_once(store):
+    """The indexer's document worker runs threads (group commits): eight first
+    documents of a tenant arrive at once, and every one is stored in the one table."""
+    import threading
+
+    errors = []
+
+    def index(i: int) -> None:
+        try:
+            store.upsert("fresh", records(f"doc{i}", 1, [[1, 0, 0]]), fresh=True, embedding_model="m:x:3")
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=index, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [store.count("fresh", f"doc{i}") for i in range(8)] == [1] * 8
+    assert store.embedding_model("fresh") == "m:x:3"

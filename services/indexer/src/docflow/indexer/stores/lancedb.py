@@ -18,6 +18,7 @@ and warns a deadlock remains possible, so we do not rely on it (see worker.py).
 """
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -142,6 +143,7 @@ class LanceDBStore:
         self._halves = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-half")
         # First runs' appends from the worker's threads share commits (group_commit.py).
         self.appends = GroupCommit()
+        self._creating = threading.Lock()  # a new tenant's table, created once (`_create`)
 
     def _open(self, tenant: str, generation: int = 0):
         """The tenant's table, or None if the tenant has never indexed anything."""
@@ -158,8 +160,8 @@ class LanceDBStore:
                 if _is_missing_table(exc):
                     return None, None  # not remembered: another process may create it
                 raise
-            if len(self._tables) >= MAX_OPEN_TABLES:
-                del self._tables[next(iter(self._tables))]  # the longest-kept handle
+            if len(self._tables) >= MAX_OPEN_TABLES:  # the longest-kept handle (another thread may too)
+                self._tables.pop(next(iter(self._tables), None), None)
             opened = self._tables[name] = (table, table.schema.field("vector").type.list_size)
         return opened
 
@@ -172,7 +174,7 @@ class LanceDBStore:
             model = table_model(table)
             if model is not None:
                 if len(self._models) >= MAX_OPEN_TABLES:
-                    del self._models[next(iter(self._models))]
+                    self._models.pop(next(iter(self._models), None), None)
                 self._models[table.name] = model
         return model
 
@@ -200,6 +202,25 @@ class LanceDBStore:
         self._tables.pop(name, None)
         self._models.pop(name, None)
         self._fts_ready.discard(name)
+
+    def _create(self, tenant: str, generation: int, dimension: int,
+                embedding_model: str | None) -> tuple[object, int]:
+        """Create the table, or open it if another thread or process just did (the loser
+        gets the winner's table, and its model is checked by the caller). lancedb's
+        `exist_ok` compares the schemas and refused ours with the model in the vector
+        field's metadata, so a lost race is told by the table existing afterwards."""
+        with self._creating:  # this process's threads one at a time
+            table, expected = self._open_with_dimension(tenant, generation)
+            if table is not None:
+                return table, expected
+            try:
+                self.db.create_table(table_name(tenant, generation), schema=table_schema(dimension, embedding_model))
+            except Exception:
+                table, expected = self._open_with_dimension(tenant, generation)
+                if table is None:
+                    raise
+                return table, expected
+            return self._open_with_dimension(tenant, generation)
 
     def _check_model_for_write(self, tenant: str, table, embedding_model: str | None) -> None:
         """Refuse vectors of another model than the table's; a table recording none
@@ -246,11 +267,7 @@ class LanceDBStore:
         with self._using(tenant, f"upsert into {tenant!r}", generation):
             table, expected = self._open_with_dimension(tenant, generation)
             if table is None:
-                # exist_ok: two workers may index a new tenant's first documents at once
-                # (the loser gets the winner's table, and its model is checked below).
-                self.db.create_table(table_name(tenant, generation),
-                                     schema=table_schema(dimension, embedding_model), exist_ok=True)
-                table, expected = self._open_with_dimension(tenant, generation)
+                table, expected = self._create(tenant, generation, dimension, embedding_model)
             self._check_model_for_write(tenant, table, embedding_model)
             _check_dimension(table, expected, dimension)
             if fresh:
