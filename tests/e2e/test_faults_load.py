@@ -128,8 +128,9 @@ class Clients:
 
 STATUS_OF_STAGE = {Stage.EXTRACT: "extracting", Stage.EMBED: "embedding", Stage.INDEX: "indexing"}
 # (stage, fault), spread evenly over the uploads: node losses, OOM kills, a scale-down.
+# The indexer's document worker runs threads (names.pool_of_role): no pool process.
 FAULT_PLAN = [(Stage.EXTRACT, "kill worker"), (Stage.EMBED, "kill pool process"),
-              (Stage.INDEX, "kill pool process"), (Stage.EMBED, "terminate worker"),
+              (Stage.INDEX, "terminate worker"), (Stage.EMBED, "terminate worker"),
               (Stage.INDEX, "kill worker"), (Stage.EXTRACT, "kill pool process")]
 
 

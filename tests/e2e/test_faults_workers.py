@@ -110,7 +110,9 @@ def assert_completed_once(stack: LocalStack, api: Api, document_id: str, timeout
     return record
 
 
-@pytest.mark.parametrize(("stage", "how"), [(Stage.EMBED, "whole worker"), (Stage.INDEX, "pool process")])
+# The indexer's document worker runs threads (names.pool_of_role): it has no pool
+# process to kill, only itself.
+@pytest.mark.parametrize(("stage", "how"), [(Stage.EMBED, "pool process"), (Stage.INDEX, "whole worker")])
 def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(faults_stack, api, workers_restored,
                                                                        stage, how):
     """Whole worker: the message waits in Redis's unacked hash until the visibility

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from docflow.devstack import samples
 from docflow.devstack.stack import default_concurrency, worker_name
 from docflow.gateway.main import create_app
-from docflow.shared.names import Queue, Stage, WorkerRole, queues_of_role, queues_of_stage, roles_of_stage
+from docflow.shared.names import Queue, Stage, WorkerRole, pool_of_role, queues_of_role, queues_of_stage, roles_of_stage
 
 ADMIN_KEY = "e2e-admin-key"
 
@@ -83,6 +83,7 @@ def test_admin_routes_show_the_real_workers_queues_and_tasks_in_flight(stack, ap
             # embeds, else one (a query-only embedder loads one model).
             expected = default_concurrency(stage, "minilm") if role is WorkerRole.DOCUMENT else 1
             assert found[0]["concurrency"] == expected
+            assert found[0]["pool"] == pool_of_role(stage, role)  # threads for the indexer's documents
             # Embedders say what they embed with; other workers have nothing to say.
             expected_embedder = ({"provider": "minilm", "model": "all-MiniLM-L6-v2", "runtime": "onnx-int8",
                                   "device": "cpu", "dimensions": 384, "model_id": "minilm:all-MiniLM-L6-v2:384"}

@@ -65,7 +65,9 @@ class WorkerState(BaseModel):
     name: str
     queues: list[str]
     stages: list[str]
-    concurrency: int | None = Field(description="Pool processes (None if the worker did not say)")
+    pool: str | None = Field(default=None, description="Celery's pool: `prefork` (processes) or `threads` (the "
+                                                        "indexer's document worker); None if the worker did not say")
+    concurrency: int | None = Field(description="Pool processes or threads (None if the worker did not say)")
     active_tasks: int
     active: list[ActiveTask]
     embedder: EmbedderState | None = Field(
@@ -122,10 +124,21 @@ def _workers_report(services: Services) -> WorkersReport:
         workers.append(WorkerState(
             name=name, queues=consumed[name],
             stages=_stages(consumed[name]),
+            pool=_pool_kind(pool.get("implementation")),
             concurrency=concurrency if isinstance(concurrency, int) else None,
             active_tasks=len(running), active=running, embedder=embedders.get(name),
         ))
     return WorkersReport(workers=workers)
+
+
+# Celery's pool classes, by the name `--pool` takes (docflow.shared.names.pool_of_role).
+_POOL_KINDS = {"celery.concurrency.prefork:TaskPool": "prefork", "celery.concurrency.thread:TaskPool": "threads"}
+
+
+def _pool_kind(implementation: object) -> str | None:
+    if not isinstance(implementation, str):
+        return None
+    return _POOL_KINDS.get(implementation, implementation)
 
 
 def _stages(queues: list[str]) -> list[str]:
