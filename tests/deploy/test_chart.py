@@ -367,3 +367,14 @@ def test_schema_refuses_out_of_range_gateway_settings(chart, values, message):
 
     with pytest.raises(helm_python.HelmError, match=message):
         chart.render(values)
+
+
+def test_the_reembed_window_reaches_every_indexer_role_and_equals_the_setting(chart, default_values):
+    """The re-embed coordinator runs on the maintenance worker; every indexer role gets
+    the same indexer env, so the value is set once."""
+    assert default_values["indexer"]["maintenance"]["reembedWindow"] == _setting_default("DOCFLOW_REEMBED_WINDOW")
+    objects = chart.manifests({"indexer": {"maintenance": {"reembedWindow": 40}}})
+    for name in ("docflow-indexer", "docflow-indexer-maintenance"):
+        (container,) = containers(named(objects, "Deployment", name))
+        assert env_value(container, "DOCFLOW_REEMBED_WINDOW") == "40", name
+
