@@ -1,6 +1,7 @@
 """The indexer's Celery worker:
 
-    celery -A docflow.indexer.worker worker -Q docflow.query.index,docflow.index   # documents
+    celery -A docflow.indexer.worker worker -Q docflow.query.index,docflow.index,docflow.bulk.index \
+        --pool threads --concurrency 8                                             # documents
     celery -A docflow.indexer.worker worker -Q docflow.query.index                 # query-only
     celery -A docflow.indexer.worker worker -Q docflow.maintenance.index           # maintenance
     celery -A docflow.indexer.worker worker -Q docflow.webhooks                    # notify (webhooks)
@@ -10,11 +11,14 @@ The document worker takes the query queue first, as a fallback for the query-onl
 
 The vector store is opened once per worker process, after fork (`worker_process_init`),
 never in the prefork parent: a LanceDB connection opened in the parent hung its
-children forever (docs/architecture.md). Code that runs outside a worker (tests, a solo pool
-before the signal) opens it lazily on first use instead.
+children forever (docs/architecture.md). The document worker's threads pool forks
+nothing and sends no such signal: its threads share the store, opened by the first task
+(their appends meet in its group commits). Code that runs outside a worker (tests)
+opens it lazily on first use too.
 """
 
 import os
+import threading
 
 import structlog
 from celery import signals
@@ -27,15 +31,19 @@ from docflow.shared.worker import create_worker_app
 log = structlog.get_logger(__name__)
 
 _store: VectorStore | None = None
+# The document worker's threads share one store (and its group commits): opened once.
+_opening = threading.Lock()
 
 
 def get_store() -> VectorStore:
     """This process's vector store, opened on first use."""
     global _store
     if _store is None:
-        settings = get_settings()
-        _store = open_vector_store(settings)
-        log.info("vector store opened", backend=settings.vector_store, pid=os.getpid())
+        with _opening:
+            if _store is None:
+                settings = get_settings()
+                _store = open_vector_store(settings)
+                log.info("vector store opened", backend=settings.vector_store, pid=os.getpid())
     return _store
 
 
