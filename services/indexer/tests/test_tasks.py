@@ -2,6 +2,7 @@
 
 import io
 import json
+import threading
 import uuid
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from docflow.indexer import tasks, worker
-from docflow.indexer.stores.lancedb import LanceDBStore
+from docflow.indexer.stores.lancedb import LanceDBStore, table_name
 from docflow.indexer.tasks import delete_document, index_document, keeps_vectors, search
 from docflow.shared.deadletters import DeadLetterStore
 from docflow.shared.errors import ErrorCode, TransientError
@@ -377,3 +378,33 @@ def test_a_query_of_another_model_than_the_tenants_index_is_refused(env, status,
     keyword = {**vector_query(TENANT, 2), "text": "beta", "mode": "keyword"}
     assert [hit["text"] for hit in search.apply(args=[None, keyword]).get()] == ["beta"]
     assert [hit["text"] for hit in search.apply(args=[vector, vector_query(TENANT, 1)]).get()] == ["beta"]
+
+
+def test_documents_indexed_by_threads_at_once_share_one_commit(env, status, storage, vectors):
+    """The document worker runs index tasks in threads (names.pool_of_role); each task
+    counts as a writer of the store's group commit for as long as it runs, so the
+    appends of tasks running together wait for each other and land as one commit. (The
+    leader's wait is raised here, so a slow machine cannot split the group.)"""
+    first = create_document(status)
+    index_document.apply(args=[put_artifacts(storage, first, 1, ["the table exists"])]).get()
+    worker.get_store().appends.max_wait_seconds = 30
+    version_before = vectors.db.open_table(table_name(TENANT)).version
+
+    documents = [create_document(status) for _ in range(8)]
+    messages = [put_artifacts(storage, d, 1, [f"document {n}", "second chunk"]) for n, d in enumerate(documents)]
+    start_together = threading.Barrier(len(messages))
+    results = {}
+
+    def index(message: dict) -> None:
+        start_together.wait()
+        results[message["document_id"]] = index_document.apply(args=[message]).get()
+
+    threads = [threading.Thread(target=index, args=(message,)) for message in messages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sorted(results) == sorted(documents)
+    assert all(status.get(d).status is DocumentStatus.COMPLETED and vectors.count(TENANT, d) == 2 for d in documents)
+    assert vectors.db.open_table(table_name(TENANT)).version == version_before + 1
