@@ -21,6 +21,7 @@ from deploy_support import REPO, SERVICES, WORKERS
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from docflow.devstack.stack import INDEX_THREADS
 from docflow.shared.names import SERVICE_OF_STAGE, WorkerRole, pool_of_role, queues_of_stage
 
 STAGE_OF_SERVICE = {service: stage for stage, service in SERVICE_OF_STAGE.items()}
@@ -380,3 +381,13 @@ def test_make_images_with_podman_builds_offline_from_the_base_and_the_wheelhouse
     assert "scripts/base_image.sh localhost/base:1" in podman and "scripts/wheelhouse.sh /w" in podman
     default = dry_run("DOCKER=docker")
     assert "BASE_IMAGE" not in default and "WHEELHOUSE" not in default and "base_image.sh" not in default
+
+
+def test_the_indexer_image_runs_as_many_threads_as_make_run_and_the_chart(tmp_path, default_values):
+    """The indexer's documents share commits up to its thread count: the image's own
+    command, `make run` (devstack) and the chart's default say the same number."""
+    from docflow.devstack.stack import INDEX_THREADS
+
+    command, _ = run_service_script("indexer", tmp_path)
+    assert command[command.index("--concurrency") + 1] == str(INDEX_THREADS)
+    assert default_values["indexer"]["concurrency"] == INDEX_THREADS

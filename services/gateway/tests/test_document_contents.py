@@ -53,18 +53,23 @@ def test_pages_and_chunks_are_read_in_slices(gateway):
     assert pages["pages"] == [{"page": 8, "text": "v1 page 8 text"}, {"page": 9, "text": "v1 page 9 text"}]
 
 
+def assert_conflict_on_every_route(gateway, document_id: str, detail) -> None:
+    """Both routes answer 409 with `detail(route)` as the reason."""
+    for route in ROUTES:
+        answer = gateway.get(f"/v1/documents/{document_id}/{route}")
+        assert answer.status_code == 409
+        assert answer.json()["detail"] == detail(route)
+
+
 def test_the_current_version_is_read_and_a_reprocess_waits_for_its_extraction(gateway):
     document_id = gateway.accepted()["document_id"]
     store_extraction(gateway, document_id, version=1, pages=2, chunks_per_page=1)
     assert gateway.get(f"/v1/documents/{document_id}/pages").json()["version"] == 1
 
     assert gateway.post(f"/v1/documents/{document_id}/reprocess").status_code == 202
-    for route in ROUTES:
-        waiting = gateway.get(f"/v1/documents/{document_id}/{route}")
-        assert waiting.status_code == 409
-        assert waiting.json()["detail"] == (
-            f"document {document_id} has no {route} yet: version 2 is queued; "
-            f"its {route} are readable once it has been extracted")
+    assert_conflict_on_every_route(gateway, document_id, lambda route: (
+        f"document {document_id} has no {route} yet: version 2 is queued; "
+        f"its {route} are readable once it has been extracted"))
 
     store_extraction(gateway, document_id, version=2, pages=3, chunks_per_page=1)
     chunks = gateway.get(f"/v1/documents/{document_id}/chunks").json()
@@ -75,12 +80,9 @@ def test_a_document_that_failed_before_extraction_says_why_it_has_none(gateway, 
     document_id = gateway.accepted()["document_id"]
     StatusStore(redis_client).fail(document_id, 1, DocumentError(
         code=ErrorCode.CORRUPT_FILE, message="not a PDF", stage="extract"))
-    for route in ROUTES:
-        answer = gateway.get(f"/v1/documents/{document_id}/{route}")
-        assert answer.status_code == 409
-        assert answer.json()["detail"] == (
-            f"document {document_id} has no {route}: version 1 is failed "
-            f"(corrupt_file at extract: not a PDF) and its {route} were never stored")
+    assert_conflict_on_every_route(gateway, document_id, lambda route: (
+        f"document {document_id} has no {route}: version 1 is failed "
+        f"(corrupt_file at extract: not a PDF) and its {route} were never stored"))
 
 
 def test_a_document_being_extracted_has_none_yet(gateway, redis_client):
